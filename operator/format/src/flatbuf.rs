@@ -30,6 +30,12 @@ pub struct FinishedParts {
     pub tail: Vec<u8>,
 }
 
+impl Default for GoFlatBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl GoFlatBuilder {
     pub fn new() -> Self {
         Self {

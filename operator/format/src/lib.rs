@@ -3,3 +3,15 @@
 //!
 //! - [`tar`]: a push-driven tar reader with Go `archive/tar` semantics (upstream's TOC comes from it).
 //! - [`gotime`]: Go's `time.Unix` / `Time.MarshalText` in UTC.
+//! - [`inflate`]: gzip inflate that stops at deflate block boundaries (zlib-rs, `Z_BLOCK`).
+//! - [`zinfo`]: span checkpoints and span digests, built in one streaming pass.
+//! - [`ztoc`]: the zTOC model and its flatbuffer bytes (via [`flatbuf`], Go's builder semantics).
+//! - [`layer_indexer`]: one streaming pass from layer bytes to zTOC bytes.
+
+pub mod flatbuf;
+pub mod gotime;
+pub mod inflate;
+pub mod layer_indexer;
+pub mod tar;
+pub mod zinfo;
+pub mod ztoc;

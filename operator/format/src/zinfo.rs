@@ -306,7 +306,8 @@ impl TarSpanHasher {
     /// Returns (span digests, file size). The last partial span is closed here; an exactly
     /// divisible size has no extra empty span (upstream's `MaxSpanID`).
     pub fn finish(mut self) -> (Vec<[u8; 32]>, u64) {
-        if self.position % self.span_size != 0 || self.position == 0 {
+        // An empty file has no span at all (upstream's MaxSpanID is -1 then).
+        if !self.position.is_multiple_of(self.span_size) {
             self.span_digests.push(self.hasher.finalize().into());
         }
         (self.span_digests, self.position)
