@@ -39,9 +39,14 @@ pub fn write_bytes_as_string(out: &mut Vec<u8>, s: &[u8]) {
                 b'\n' => out.extend_from_slice(b"\\n"),
                 b'\r' => out.extend_from_slice(b"\\r"),
                 b'\t' => out.extend_from_slice(b"\\t"),
-                b'<' | b'>' | b'&' | 0x00..=0x1f => {
-                    out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]])
-                }
+                b'<' | b'>' | b'&' | 0x00..=0x1f => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ]),
                 _ => out.push(b),
             }
             i += 1;
@@ -50,7 +55,11 @@ pub fn write_bytes_as_string(out: &mut Vec<u8>, s: &[u8]) {
         match decode_rune(&s[i..]) {
             (Some(c), n) => {
                 if c == '\u{2028}' || c == '\u{2029}' {
-                    out.extend_from_slice(if c == '\u{2028}' { b"\\u2028" } else { b"\\u2029" });
+                    out.extend_from_slice(if c == '\u{2028}' {
+                        b"\\u2028"
+                    } else {
+                        b"\\u2029"
+                    });
                 } else {
                     out.extend_from_slice(&s[i..i + n]);
                 }
@@ -182,12 +191,24 @@ const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(BASE64[(n >> 18) as usize & 63] as char);
         out.push(BASE64[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { BASE64[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { BASE64[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            BASE64[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            BASE64[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -195,8 +216,12 @@ pub fn base64_encode(data: &[u8]) -> String {
 /// `base64.StdEncoding.Decode` as `encoding/json` uses it for `[]byte`: `\r` and `\n` are
 /// ignored anywhere, padding is required, non-zero trailing bits are accepted (not strict mode).
 pub fn base64_decode(text: &[u8]) -> Result<Vec<u8>, String> {
-    let symbols: Vec<u8> = text.iter().copied().filter(|&c| c != b'\r' && c != b'\n').collect();
-    if symbols.len() % 4 != 0 {
+    let symbols: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|&c| c != b'\r' && c != b'\n')
+        .collect();
+    if !symbols.len().is_multiple_of(4) {
         return Err("illegal base64 data: length is not a multiple of 4".into());
     }
     let value = |c: u8| -> Option<u32> {
@@ -222,7 +247,8 @@ pub fn base64_decode(text: &[u8]) -> Result<Vec<u8>, String> {
             let v = if i >= 4 - pad {
                 0
             } else {
-                value(c).ok_or_else(|| format!("illegal base64 data at input byte {}", q * 4 + i))?
+                value(c)
+                    .ok_or_else(|| format!("illegal base64 data at input byte {}", q * 4 + i))?
             };
             n = (n << 6) | v;
         }
@@ -273,7 +299,7 @@ impl fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
-/// Go's `maxNestingDepth`.
+/// Go's `maxNestingDepth` (every `[` and `{` counts, empty ones included).
 const MAX_NESTING_DEPTH: usize = 10000;
 
 /// Parses one JSON document (surrounding whitespace allowed, nothing else) with Go's rules.
@@ -293,7 +319,10 @@ enum Frame {
 
 impl Parser<'_> {
     fn err<T>(&self, message: impl Into<String>) -> Result<T, JsonError> {
-        Err(JsonError { offset: self.pos, message: message.into() })
+        Err(JsonError {
+            offset: self.pos,
+            message: message.into(),
+        })
     }
 
     fn peek(&self) -> Option<u8> {
@@ -320,6 +349,9 @@ impl Parser<'_> {
             self.skip_ws();
             let mut value = match self.peek() {
                 Some(b'{') => {
+                    if stack.len() >= MAX_NESTING_DEPTH {
+                        return self.err("exceeded max depth");
+                    }
                     self.pos += 1;
                     self.skip_ws();
                     if self.peek() == Some(b'}') {
@@ -328,13 +360,13 @@ impl Parser<'_> {
                     } else {
                         let key = self.object_key()?;
                         stack.push(Frame::Object(Vec::new(), key));
-                        if stack.len() > MAX_NESTING_DEPTH {
-                            return self.err("exceeded max depth");
-                        }
                         continue 'value;
                     }
                 }
                 Some(b'[') => {
+                    if stack.len() >= MAX_NESTING_DEPTH {
+                        return self.err("exceeded max depth");
+                    }
                     self.pos += 1;
                     self.skip_ws();
                     if self.peek() == Some(b']') {
@@ -342,9 +374,6 @@ impl Parser<'_> {
                         Value::Array(Vec::new())
                     } else {
                         stack.push(Frame::Array(Vec::new()));
-                        if stack.len() > MAX_NESTING_DEPTH {
-                            return self.err("exceeded max depth");
-                        }
                         continue 'value;
                     }
                 }
@@ -375,7 +404,9 @@ impl Parser<'_> {
                             }
                             Some(b']') => {
                                 self.pos += 1;
-                                let Some(Frame::Array(items)) = stack.pop() else { unreachable!() };
+                                let Some(Frame::Array(items)) = stack.pop() else {
+                                    unreachable!()
+                                };
                                 value = Value::Array(items);
                             }
                             _ => return self.unexpected("after array element"),
@@ -396,7 +427,9 @@ impl Parser<'_> {
                             }
                             Some(b'}') => {
                                 self.pos += 1;
-                                let Some(Frame::Object(members, _)) = stack.pop() else { unreachable!() };
+                                let Some(Frame::Object(members, _)) = stack.pop() else {
+                                    unreachable!()
+                                };
                                 value = Value::Object(members);
                             }
                             _ => return self.unexpected("after object key:value pair"),
@@ -483,13 +516,20 @@ impl Parser<'_> {
         self.pos += 1;
         let mut out: Vec<u8> = Vec::new();
         loop {
-            let Some(c) = self.peek() else { return self.err("unexpected end of JSON input") };
+            let Some(c) = self.peek() else {
+                return self.err("unexpected end of JSON input");
+            };
             match c {
                 b'"' => {
                     self.pos += 1;
                     return Ok(String::from_utf8(out).expect("built from valid UTF-8"));
                 }
-                0x00..=0x1f => return self.err(format!("invalid character {:?} in string literal", c as char)),
+                0x00..=0x1f => {
+                    return self.err(format!(
+                        "invalid character {:?} in string literal",
+                        c as char
+                    ));
+                }
                 b'\\' => {
                     let Some(e) = self.s.get(self.pos + 1).copied() else {
                         self.pos += 1;
@@ -507,7 +547,10 @@ impl Parser<'_> {
                         b'u' => None,
                         _ => {
                             self.pos += 1;
-                            return self.err(format!("invalid character {:?} in string escape code", e as char));
+                            return self.err(format!(
+                                "invalid character {:?} in string escape code",
+                                e as char
+                            ));
                         }
                     };
                     if let Some(b) = simple {
@@ -527,13 +570,11 @@ impl Parser<'_> {
                         if (0xd800..0xdc00).contains(&r)
                             && self.s.get(self.pos) == Some(&b'\\')
                             && self.s.get(self.pos + 1) == Some(&b'u')
+                            && let Some(r2) = self.hex4(self.pos + 2)
+                            && (0xdc00..0xe000).contains(&r2)
                         {
-                            if let Some(r2) = self.hex4(self.pos + 2) {
-                                if (0xdc00..0xe000).contains(&r2) {
-                                    ch = char::from_u32(0x10000 + ((r - 0xd800) << 10) + (r2 - 0xdc00));
-                                    self.pos += 6;
-                                }
-                            }
+                            ch = char::from_u32(0x10000 + ((r - 0xd800) << 10) + (r2 - 0xdc00));
+                            self.pos += 6;
                         }
                     }
                     let ch = ch.unwrap_or('\u{fffd}');
@@ -607,17 +648,29 @@ mod tests {
         assert_eq!(s("a<b>&c"), r#""a\u003cb\u003e\u0026c""#);
         assert_eq!(s("q\"b\\s/"), r#""q\"b\\s/""#);
         assert_eq!(s("\u{8}\u{c}\n\r\t"), r#""\b\f\n\r\t""#);
-        assert_eq!(s("\u{0}\u{1}\u{1f}\u{7f}"), "\"\\u0000\\u0001\\u001f\u{7f}\"");
+        assert_eq!(
+            s("\u{0}\u{1}\u{1f}\u{7f}"),
+            "\"\\u0000\\u0001\\u001f\u{7f}\""
+        );
         assert_eq!(s("\u{2028}x\u{2029}"), r#""\u2028x\u2029""#);
         assert_eq!(s("é€😀"), "\"é€😀\"");
         let mut out = Vec::new();
         write_bytes_as_string(&mut out, b"a\xffb\xe2\x82c\xed\xa0\x80");
-        assert_eq!(String::from_utf8(out).unwrap(), r#""a\ufffdb\ufffd\ufffdc\ufffd\ufffd\ufffd""#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#""a\ufffdb\ufffd\ufffdc\ufffd\ufffd\ufffd""#
+        );
     }
 
     #[test]
     fn base64_round_trip() {
-        for (raw, enc) in [(&b""[..], ""), (b"f", "Zg=="), (b"fo", "Zm8="), (b"foo", "Zm9v"), (b"foob", "Zm9vYg==")] {
+        for (raw, enc) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+        ] {
             assert_eq!(base64_encode(raw), enc);
             assert_eq!(base64_decode(enc.as_bytes()).unwrap(), raw);
         }
@@ -662,8 +715,26 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
-        assert!(parse(&[b'['; 10000].iter().chain([b']'; 10000].iter()).copied().collect::<Vec<_>>()).is_ok());
-        assert!(parse(&[b'['; 10001].iter().chain([b']'; 10001].iter()).copied().collect::<Vec<_>>()).is_err());
+        assert!(
+            parse(
+                &[b'['; 10000]
+                    .iter()
+                    .chain([b']'; 10000].iter())
+                    .copied()
+                    .collect::<Vec<_>>()
+            )
+            .is_ok()
+        );
+        assert!(
+            parse(
+                &[b'['; 10001]
+                    .iter()
+                    .chain([b']'; 10001].iter())
+                    .copied()
+                    .collect::<Vec<_>>()
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -7,11 +7,19 @@
 //! - [`zinfo`]: span checkpoints and span digests, built in one streaming pass.
 //! - [`ztoc`]: the zTOC model and its flatbuffer bytes (via [`flatbuf`], Go's builder semantics).
 //! - [`layer_indexer`]: one streaming pass from layer bytes to zTOC bytes.
+//! - [`gojson`]: Go `encoding/json` writing and reading rules (escaping, key folding, base64).
+//! - [`oci`]: image-spec descriptors, manifests and indexes with Go JSON semantics; media types.
+//! - [`platform`]: containerd platform parsing, normalisation and strict matching.
+//! - [`convert`]: the `soci convert` / `soci create` plan, and assembly of the new JSON blobs.
 
+pub mod convert;
 pub mod flatbuf;
+pub mod gojson;
 pub mod gotime;
 pub mod inflate;
 pub mod layer_indexer;
+pub mod oci;
+pub mod platform;
 pub mod tar;
 pub mod zinfo;
 pub mod ztoc;

@@ -31,7 +31,8 @@ pub const MEDIA_TYPE_OCI_EMPTY_JSON: &str = "application/vnd.oci.empty.v1+json";
 pub const MEDIA_TYPE_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_TYPE_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const MEDIA_TYPE_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const MEDIA_TYPE_OCI_LAYER_NON_DISTRIBUTABLE: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
+pub const MEDIA_TYPE_OCI_LAYER_NON_DISTRIBUTABLE: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar";
 pub const MEDIA_TYPE_OCI_LAYER_NON_DISTRIBUTABLE_GZIP: &str =
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
 pub const MEDIA_TYPE_OCI_LAYER_NON_DISTRIBUTABLE_ZSTD: &str =
@@ -39,13 +40,16 @@ pub const MEDIA_TYPE_OCI_LAYER_NON_DISTRIBUTABLE_ZSTD: &str =
 
 // --- Docker media types (containerd `core/images/mediatypes.go`) ---
 pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const MEDIA_TYPE_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const MEDIA_TYPE_DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
-pub const MEDIA_TYPE_DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
-pub const MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub const MEDIA_TYPE_DOCKER_LAYER_FOREIGN: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar";
+pub const MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 pub const MEDIA_TYPE_IN_TOTO: &str = "application/vnd.in-toto+json";
 
 // --- SOCI (soci-snapshotter `soci/soci_index.go`) ---
@@ -70,7 +74,8 @@ pub const ANNOTATION_SOCI_INDEX_DIGEST: &str = "com.amazon.soci.index-digest";
 pub const SOCI_BUILD_TOOL_IDENTIFIER: &str = "AWS SOCI CLI v0.2";
 /// The config blob of every SOCI index.
 pub const SOCI_EMPTY_CONFIG: &[u8] = b"{}";
-pub const SOCI_EMPTY_CONFIG_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+pub const SOCI_EMPTY_CONFIG_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 pub const SOCI_EMPTY_CONFIG_SIZE: i64 = 2;
 
 /// `sha256:<lowercase hex>` of `bytes` (`digest.FromBytes`).
@@ -137,7 +142,9 @@ pub fn is_layer_type(media_type: &str) -> bool {
 pub fn diff_compression(media_type: &str) -> Option<&'static str> {
     let (base, ext) = parse_media_type(media_type);
     match base {
-        MEDIA_TYPE_DOCKER_LAYER | MEDIA_TYPE_DOCKER_LAYER_FOREIGN => Some(if ext.is_empty() { "unknown" } else { "" }),
+        MEDIA_TYPE_DOCKER_LAYER | MEDIA_TYPE_DOCKER_LAYER_FOREIGN => {
+            Some(if ext.is_empty() { "unknown" } else { "" })
+        }
         MEDIA_TYPE_DOCKER_LAYER_GZIP | MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP => {
             Some(if ext.is_empty() { "gzip" } else { "" })
         }
@@ -157,7 +164,11 @@ pub enum OciJsonError {
     #[error("invalid JSON: {0}")]
     Syntax(#[from] JsonError),
     #[error("json: cannot unmarshal {found} into Go struct field {field} of type {go_type}")]
-    Type { found: String, field: String, go_type: &'static str },
+    Type {
+        found: String,
+        field: String,
+        go_type: &'static str,
+    },
     #[error("json: field {field}: {message}")]
     Base64 { field: String, message: String },
 }
@@ -169,7 +180,11 @@ fn type_error(found: &Value, field: &str, go_type: &'static str) -> OciJsonError
         Value::Number(n) => format!("number {n}"),
         other => other.kind().to_string(),
     };
-    OciJsonError::Type { found, field: field.to_string(), go_type }
+    OciJsonError::Type {
+        found,
+        field: field.to_string(),
+        go_type,
+    }
 }
 
 /// The index of the struct field a key selects: exact name first, then Go's case folding.
@@ -257,7 +272,11 @@ fn decode_opt_slice<T: Default>(
     }
 }
 
-fn decode_string_map(v: &Value, dst: &mut Option<BTreeMap<String, String>>, field: &str) -> DecodeResult {
+fn decode_string_map(
+    v: &Value,
+    dst: &mut Option<BTreeMap<String, String>>,
+    field: &str,
+) -> DecodeResult {
     match v {
         Value::Null => {
             *dst = None;
@@ -283,19 +302,32 @@ fn decode_bytes(v: &Value, dst: &mut Option<Vec<u8>>, field: &str) -> DecodeResu
             Ok(())
         }
         Value::String(s) => {
-            let bytes = gojson::base64_decode(s.as_bytes())
-                .map_err(|message| OciJsonError::Base64 { field: field.to_string(), message })?;
+            let bytes =
+                gojson::base64_decode(s.as_bytes()).map_err(|message| OciJsonError::Base64 {
+                    field: field.to_string(),
+                    message,
+                })?;
             *dst = Some(bytes);
             Ok(())
         }
-        Value::Array(items) => decode_slice(items, dst.get_or_insert_with(Vec::new), |item, b| match item {
-            Value::Null => Ok(()),
-            Value::Number(n) => {
-                *b = n.parse::<u8>().ok().filter(|_| n.bytes().all(|c| c.is_ascii_digit())).ok_or_else(|| type_error(item, field, "uint8"))?;
-                Ok(())
-            }
-            other => Err(type_error(other, field, "uint8")),
-        }),
+        Value::Array(items) => {
+            decode_slice(
+                items,
+                dst.get_or_insert_with(Vec::new),
+                |item, b| match item {
+                    Value::Null => Ok(()),
+                    Value::Number(n) => {
+                        *b = n
+                            .parse::<u8>()
+                            .ok()
+                            .filter(|_| n.bytes().all(|c| c.is_ascii_digit()))
+                            .ok_or_else(|| type_error(item, field, "uint8"))?;
+                        Ok(())
+                    }
+                    other => Err(type_error(other, field, "uint8")),
+                },
+            )
+        }
         other => Err(type_error(other, field, "[]uint8")),
     }
 }
@@ -338,7 +370,12 @@ const PLATFORM_FIELDS: &[&str] = &["architecture", "os", "os.version", "os.featu
 
 impl Platform {
     pub fn new(os: &str, architecture: &str, variant: &str) -> Self {
-        Self { architecture: architecture.into(), os: os.into(), variant: variant.into(), ..Default::default() }
+        Self {
+            architecture: architecture.into(),
+            os: os.into(),
+            variant: variant.into(),
+            ..Default::default()
+        }
     }
 
     /// `json.Unmarshal` into a zero `Platform` — also how containerd reads the platform of an
@@ -382,7 +419,9 @@ fn decode_platform(v: &Value, p: &mut Platform) -> DecodeResult {
                 p.os_features.clear();
                 Ok(())
             }
-            Value::Array(items) => decode_slice(items, &mut p.os_features, |item, s| decode_string(item, s, "os.features")),
+            Value::Array(items) => decode_slice(items, &mut p.os_features, |item, s| {
+                decode_string(item, s, "os.features")
+            }),
             other => Err(type_error(other, "os.features", "[]string")),
         },
         _ => decode_string(value, &mut p.variant, "variant"),
@@ -400,7 +439,10 @@ pub struct Descriptor {
     pub urls: Option<Vec<String>>,
     #[serde(skip_serializing_if = "map_is_empty")]
     pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(skip_serializing_if = "slice_is_empty", serialize_with = "serialize_base64")]
+    #[serde(
+        skip_serializing_if = "slice_is_empty",
+        serialize_with = "serialize_base64"
+    )]
     pub data: Option<Vec<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
@@ -420,12 +462,25 @@ fn serialize_base64<S: serde::Serializer>(data: &Option<Vec<u8>>, s: S) -> Resul
     s.serialize_str(&gojson::base64_encode(data.as_deref().unwrap_or_default()))
 }
 
-const DESCRIPTOR_FIELDS: &[&str] =
-    &["mediaType", "digest", "size", "urls", "annotations", "data", "platform", "artifactType"];
+const DESCRIPTOR_FIELDS: &[&str] = &[
+    "mediaType",
+    "digest",
+    "size",
+    "urls",
+    "annotations",
+    "data",
+    "platform",
+    "artifactType",
+];
 
 impl Descriptor {
     pub fn new(media_type: &str, digest: &str, size: i64) -> Self {
-        Self { media_type: media_type.into(), digest: digest.into(), size, ..Default::default() }
+        Self {
+            media_type: media_type.into(),
+            digest: digest.into(),
+            size,
+            ..Default::default()
+        }
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self, OciJsonError> {
@@ -470,16 +525,24 @@ impl Descriptor {
 }
 
 fn decode_descriptor(v: &Value, d: &mut Descriptor) -> DecodeResult {
-    decode_struct(v, d, "Descriptor", DESCRIPTOR_FIELDS, |d, i, value| match i {
-        0 => decode_string(value, &mut d.media_type, "mediaType"),
-        1 => decode_string(value, &mut d.digest, "digest"),
-        2 => decode_i64(value, &mut d.size, "size"),
-        3 => decode_opt_slice(value, &mut d.urls, "urls", |item, s| decode_string(item, s, "urls")),
-        4 => decode_string_map(value, &mut d.annotations, "annotations"),
-        5 => decode_bytes(value, &mut d.data, "data"),
-        6 => decode_opt_struct(value, &mut d.platform, "platform", decode_platform),
-        _ => decode_string(value, &mut d.artifact_type, "artifactType"),
-    })
+    decode_struct(
+        v,
+        d,
+        "Descriptor",
+        DESCRIPTOR_FIELDS,
+        |d, i, value| match i {
+            0 => decode_string(value, &mut d.media_type, "mediaType"),
+            1 => decode_string(value, &mut d.digest, "digest"),
+            2 => decode_i64(value, &mut d.size, "size"),
+            3 => decode_opt_slice(value, &mut d.urls, "urls", |item, s| {
+                decode_string(item, s, "urls")
+            }),
+            4 => decode_string_map(value, &mut d.annotations, "annotations"),
+            5 => decode_bytes(value, &mut d.data, "data"),
+            6 => decode_opt_struct(value, &mut d.platform, "platform", decode_platform),
+            _ => decode_string(value, &mut d.artifact_type, "artifactType"),
+        },
+    )
 }
 
 fn write_descriptor_list(out: &mut Vec<u8>, list: &Option<Vec<Descriptor>>) {
@@ -511,21 +574,34 @@ pub struct Manifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-const MANIFEST_FIELDS: &[&str] =
-    &["schemaVersion", "mediaType", "artifactType", "config", "layers", "subject", "annotations"];
+const MANIFEST_FIELDS: &[&str] = &[
+    "schemaVersion",
+    "mediaType",
+    "artifactType",
+    "config",
+    "layers",
+    "subject",
+    "annotations",
+];
 
 impl Manifest {
     pub fn from_json(bytes: &[u8]) -> Result<Self, OciJsonError> {
         let mut m = Self::default();
-        decode_struct(&parse_document(bytes)?, &mut m, "Manifest", MANIFEST_FIELDS, |m, i, value| match i {
-            0 => decode_i64(value, &mut m.schema_version, "schemaVersion"),
-            1 => decode_string(value, &mut m.media_type, "mediaType"),
-            2 => decode_string(value, &mut m.artifact_type, "artifactType"),
-            3 => decode_descriptor(value, &mut m.config),
-            4 => decode_opt_slice(value, &mut m.layers, "layers", decode_descriptor),
-            5 => decode_opt_struct(value, &mut m.subject, "subject", decode_descriptor),
-            _ => decode_string_map(value, &mut m.annotations, "annotations"),
-        })?;
+        decode_struct(
+            &parse_document(bytes)?,
+            &mut m,
+            "Manifest",
+            MANIFEST_FIELDS,
+            |m, i, value| match i {
+                0 => decode_i64(value, &mut m.schema_version, "schemaVersion"),
+                1 => decode_string(value, &mut m.media_type, "mediaType"),
+                2 => decode_string(value, &mut m.artifact_type, "artifactType"),
+                3 => decode_descriptor(value, &mut m.config),
+                4 => decode_opt_slice(value, &mut m.layers, "layers", decode_descriptor),
+                5 => decode_opt_struct(value, &mut m.subject, "subject", decode_descriptor),
+                _ => decode_string_map(value, &mut m.annotations, "annotations"),
+            },
+        )?;
         Ok(m)
     }
 
@@ -564,20 +640,32 @@ pub struct Index {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-const INDEX_FIELDS: &[&str] =
-    &["schemaVersion", "mediaType", "artifactType", "manifests", "subject", "annotations"];
+const INDEX_FIELDS: &[&str] = &[
+    "schemaVersion",
+    "mediaType",
+    "artifactType",
+    "manifests",
+    "subject",
+    "annotations",
+];
 
 impl Index {
     pub fn from_json(bytes: &[u8]) -> Result<Self, OciJsonError> {
         let mut x = Self::default();
-        decode_struct(&parse_document(bytes)?, &mut x, "Index", INDEX_FIELDS, |x, i, value| match i {
-            0 => decode_i64(value, &mut x.schema_version, "schemaVersion"),
-            1 => decode_string(value, &mut x.media_type, "mediaType"),
-            2 => decode_string(value, &mut x.artifact_type, "artifactType"),
-            3 => decode_opt_slice(value, &mut x.manifests, "manifests", decode_descriptor),
-            4 => decode_opt_struct(value, &mut x.subject, "subject", decode_descriptor),
-            _ => decode_string_map(value, &mut x.annotations, "annotations"),
-        })?;
+        decode_struct(
+            &parse_document(bytes)?,
+            &mut x,
+            "Index",
+            INDEX_FIELDS,
+            |x, i, value| match i {
+                0 => decode_i64(value, &mut x.schema_version, "schemaVersion"),
+                1 => decode_string(value, &mut x.media_type, "mediaType"),
+                2 => decode_string(value, &mut x.artifact_type, "artifactType"),
+                3 => decode_opt_slice(value, &mut x.manifests, "manifests", decode_descriptor),
+                4 => decode_opt_struct(value, &mut x.subject, "subject", decode_descriptor),
+                _ => decode_string_map(value, &mut x.annotations, "annotations"),
+            },
+        )?;
         Ok(x)
     }
 
@@ -614,7 +702,11 @@ pub fn validate_media_type(bytes: &[u8], media_type: &str) -> Result<(), String>
     let mut present = [false; 5];
     decode_struct(&doc, &mut (), "unknownDocument", FIELDS, |_, i, value| {
         present[i] = true;
-        if i == 0 { decode_string(value, &mut doc_media_type, "mediaType") } else { Ok(()) }
+        if i == 0 {
+            decode_string(value, &mut doc_media_type, "mediaType")
+        } else {
+            Ok(())
+        }
     })
     .map_err(|e| e.to_string())?;
     let [_, config, layers, manifests, fs_layers] = present;
@@ -622,10 +714,14 @@ pub fn validate_media_type(bytes: &[u8], media_type: &str) -> Result<(), String>
         return Err("media-type: schema 1 not supported".into());
     }
     if is_manifest_type(media_type) && (manifests || is_index_type(&doc_media_type)) {
-        return Err(format!("media-type: expected manifest but found index ({media_type})"));
+        return Err(format!(
+            "media-type: expected manifest but found index ({media_type})"
+        ));
     }
     if is_index_type(media_type) && (config || layers || is_manifest_type(&doc_media_type)) {
-        return Err(format!("media-type: expected index but found manifest ({media_type})"));
+        return Err(format!(
+            "media-type: expected index but found manifest ({media_type})"
+        ));
     }
     Ok(())
 }
@@ -645,7 +741,10 @@ mod tests {
         assert_eq!(d.to_go_json(), br#"{"mediaType":"","digest":"","size":0}"#);
         d = Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, "sha256:ab", 7);
         d.urls = Some(vec!["http://x/?a=1&b=2".into()]);
-        d.annotations = Some(BTreeMap::from([("z".into(), "1".into()), ("a".into(), "<2>".into())]));
+        d.annotations = Some(BTreeMap::from([
+            ("z".into(), "1".into()),
+            ("a".into(), "<2>".into()),
+        ]));
         d.data = Some(b"hi".to_vec());
         d.platform = Some(Platform {
             os_version: "10.0".into(),
@@ -667,7 +766,10 @@ mod tests {
         d.urls = Some(vec![]);
         d.annotations = Some(BTreeMap::new());
         d.data = Some(vec![]);
-        assert_eq!(d.to_go_json(), br#"{"mediaType":"m","digest":"d","size":1}"#);
+        assert_eq!(
+            d.to_go_json(),
+            br#"{"mediaType":"m","digest":"d","size":1}"#
+        );
     }
 
     #[test]
@@ -676,8 +778,15 @@ mod tests {
             Manifest::default().to_go_json(),
             br#"{"schemaVersion":0,"config":{"mediaType":"","digest":"","size":0},"layers":null}"#
         );
-        assert_eq!(Index::default().to_go_json(), br#"{"schemaVersion":0,"manifests":null}"#);
-        let i = Index { schema_version: 2, manifests: Some(vec![]), ..Default::default() };
+        assert_eq!(
+            Index::default().to_go_json(),
+            br#"{"schemaVersion":0,"manifests":null}"#
+        );
+        let i = Index {
+            schema_version: 2,
+            manifests: Some(vec![]),
+            ..Default::default()
+        };
         assert_eq!(i.to_go_json(), br#"{"schemaVersion":2,"manifests":[]}"#);
     }
 
@@ -711,13 +820,19 @@ mod tests {
             )
         );
         // null leaves scalars alone and clears lists; [] is an empty list.
-        let m = Manifest::from_json(br#"{"schemaVersion":2,"schemaVersion":null,"layers":[{}],"layers":null}"#).unwrap();
+        let m = Manifest::from_json(
+            br#"{"schemaVersion":2,"schemaVersion":null,"layers":[{}],"layers":null}"#,
+        )
+        .unwrap();
         assert_eq!(m.schema_version, 2);
         assert_eq!(m.layers, None);
         let i = Index::from_json(br#"{"manifests":[]}"#).unwrap();
         assert_eq!(i.manifests, Some(vec![]));
         // Repeated arrays decode into the existing elements (Go reuses the backing array).
-        let i = Index::from_json(br#"{"manifests":[{"mediaType":"a","size":5}],"manifests":[{"digest":"d"}]}"#).unwrap();
+        let i = Index::from_json(
+            br#"{"manifests":[{"mediaType":"a","size":5}],"manifests":[{"digest":"d"}]}"#,
+        )
+        .unwrap();
         assert_eq!(i.manifests.unwrap()[0], Descriptor::new("a", "d", 5));
         // Type mismatches and non-integers are errors.
         for bad in [
@@ -730,7 +845,11 @@ mod tests {
             br#"[]"#,
             br#"{"config":{"size":1e3}}"#,
         ] {
-            assert!(Manifest::from_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                Manifest::from_json(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(Manifest::from_json(b"null").unwrap(), Manifest::default());
     }
@@ -739,23 +858,43 @@ mod tests {
     fn platform_from_config() {
         let config = br#"{"architecture":"arm64","os":"linux","variant":"v8","config":{"Env":["A=1"]},"rootfs":{"type":"layers","diff_ids":[]},"os.features":["x"]}"#;
         let p = Platform::from_json(config).unwrap();
-        assert_eq!(p, Platform { os_features: vec!["x".into()], ..Platform::new("linux", "arm64", "v8") });
+        assert_eq!(
+            p,
+            Platform {
+                os_features: vec!["x".into()],
+                ..Platform::new("linux", "arm64", "v8")
+            }
+        );
     }
 
     #[test]
     fn media_type_predicates() {
         assert!(is_layer_type("application/vnd.oci.image.layer.v1.tar+zstd"));
-        assert!(is_layer_type("application/vnd.docker.image.rootfs.diff.tar.gzip+encrypted"));
+        assert!(is_layer_type(
+            "application/vnd.docker.image.rootfs.diff.tar.gzip+encrypted"
+        ));
         assert!(!is_layer_type(MEDIA_TYPE_OCI_CONFIG));
         assert_eq!(diff_compression(MEDIA_TYPE_OCI_LAYER_GZIP), Some("gzip"));
         assert_eq!(diff_compression(MEDIA_TYPE_OCI_LAYER), Some(""));
         assert_eq!(diff_compression(MEDIA_TYPE_OCI_LAYER_ZSTD), Some("zstd"));
-        assert_eq!(diff_compression("application/vnd.oci.image.layer.v1.tar+gzip+encrypted"), Some("gzip"));
-        assert_eq!(diff_compression("application/vnd.oci.image.layer.v1.tar+encrypted"), Some(""));
+        assert_eq!(
+            diff_compression("application/vnd.oci.image.layer.v1.tar+gzip+encrypted"),
+            Some("gzip")
+        );
+        assert_eq!(
+            diff_compression("application/vnd.oci.image.layer.v1.tar+encrypted"),
+            Some("")
+        );
         assert_eq!(diff_compression(MEDIA_TYPE_DOCKER_LAYER), Some("unknown"));
         assert_eq!(diff_compression(MEDIA_TYPE_DOCKER_LAYER_GZIP), Some("gzip"));
-        assert_eq!(diff_compression("application/vnd.docker.image.rootfs.diff.tar.gzip+encrypted"), Some(""));
-        assert_eq!(diff_compression("application/vnd.oci.image.layer.v2.tar"), None);
+        assert_eq!(
+            diff_compression("application/vnd.docker.image.rootfs.diff.tar.gzip+encrypted"),
+            Some("")
+        );
+        assert_eq!(
+            diff_compression("application/vnd.oci.image.layer.v2.tar"),
+            None
+        );
     }
 
     #[test]
@@ -763,7 +902,13 @@ mod tests {
         assert!(validate_media_type(br#"{"layers":[]}"#, MEDIA_TYPE_OCI_MANIFEST).is_ok());
         assert!(validate_media_type(br#"{"manifests":null}"#, MEDIA_TYPE_OCI_MANIFEST).is_err());
         assert!(validate_media_type(br#"{"Config":{}}"#, MEDIA_TYPE_OCI_INDEX).is_err());
-        assert!(validate_media_type(br#"{"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#, MEDIA_TYPE_DOCKER_MANIFEST_LIST).is_err());
+        assert!(
+            validate_media_type(
+                br#"{"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
+                MEDIA_TYPE_DOCKER_MANIFEST_LIST
+            )
+            .is_err()
+        );
         assert!(validate_media_type(br#"{"fsLayers":[]}"#, "x").is_err());
         assert!(validate_media_type(br#"{"mediaType":1}"#, "x").is_err());
         assert!(validate_media_type(b"null", MEDIA_TYPE_OCI_INDEX).is_ok());

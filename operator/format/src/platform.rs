@@ -10,7 +10,11 @@ use crate::oci::Platform;
 use std::fmt;
 
 /// Go's `runtime.GOOS` for the compilation target.
-pub const GOOS: &str = if cfg!(target_os = "macos") { "darwin" } else { std::env::consts::OS };
+pub const GOOS: &str = if cfg!(target_os = "macos") {
+    "darwin"
+} else {
+    std::env::consts::OS
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -98,7 +102,13 @@ pub fn normalize(p: &Platform) -> Platform {
     let mut os_features = p.os_features.clone();
     os_features.sort();
     os_features.dedup();
-    Platform { architecture, os: normalize_os(&p.os), os_version: p.os_version.clone(), os_features, variant }
+    Platform {
+        architecture,
+        os: normalize_os(&p.os),
+        os_version: p.os_version.clone(),
+        os_features,
+        variant,
+    }
 }
 
 fn is_known_os(os: &str) -> bool {
@@ -170,7 +180,9 @@ fn path_unescape(s: &str) -> Result<String, PlatformError> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+            let hex = b
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
             let Some(hex) = hex else {
                 let end = (i + 3).min(b.len());
                 return Err(PlatformError(format!(
@@ -189,7 +201,11 @@ fn path_unescape(s: &str) -> Result<String, PlatformError> {
 }
 
 fn decode_os_option(v: &str) -> Result<String, PlatformError> {
-    if v.contains('%') { path_unescape(v) } else { Ok(v.to_string()) }
+    if v.contains('%') {
+        path_unescape(v)
+    } else {
+        Ok(v.to_string())
+    }
 }
 
 /// The OS part of a specifier: `os[(version[+feature…])]` (containerd's `osRe`).
@@ -198,10 +214,16 @@ fn parse_os_part(part: &str) -> Option<(&str, &str, &str)> {
         None => (part, None),
         Some(i) => (&part[..i], Some(&part[i + 1..])),
     };
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return None;
     }
-    let Some(rest) = rest else { return Some((name, "", "")) };
+    let Some(rest) = rest else {
+        return Some((name, "", ""));
+    };
     let inner = rest.strip_suffix(')')?;
     let (version, features) = match inner.find('+') {
         None => (inner, ""),
@@ -211,7 +233,11 @@ fn parse_os_part(part: &str) -> Option<(&str, &str, &str)> {
         return None;
     }
     // `((?:\+[A-Za-z0-9_.%-]+)*)`: every feature non-empty.
-    if !features.is_empty() && !features[1..].split('+').all(|f| !f.is_empty() && f.chars().all(is_os_option_char)) {
+    if !features.is_empty()
+        && !features[1..]
+            .split('+')
+            .all(|f| !f.is_empty() && f.chars().all(is_os_option_char))
+    {
         return None;
     }
     Some((name, version, features))
@@ -248,14 +274,20 @@ pub fn parse(specifier: &str, host: &Platform) -> Result<Platform, PlatformError
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
             let Some((name, version, features)) = parse_os_part(part) else {
-                return invalid(format!("{part:?} is an invalid OS component of {specifier:?}"));
+                return invalid(format!(
+                    "{part:?} is an invalid OS component of {specifier:?}"
+                ));
             };
             p.os = normalize_os(name);
-            p.os_version = decode_os_option(version)
-                .map_err(|e| PlatformError(format!("{specifier:?} has an invalid OS version {version:?}: {e}")))?;
+            p.os_version = decode_os_option(version).map_err(|e| {
+                PlatformError(format!(
+                    "{specifier:?} has an invalid OS version {version:?}: {e}"
+                ))
+            })?;
             if !features.is_empty() {
-                p.os_features = parse_os_features(&features[1..])
-                    .map_err(|e| PlatformError(format!("{specifier:?} has invalid OS features: {e}")))?;
+                p.os_features = parse_os_features(&features[1..]).map_err(|e| {
+                    PlatformError(format!("{specifier:?} has invalid OS features: {e}"))
+                })?;
             }
         } else if part.is_empty() || !part.chars().all(is_specifier_char) {
             return invalid(format!("{part:?} is an invalid component of {specifier:?}"));
@@ -280,7 +312,9 @@ pub fn parse(specifier: &str, host: &Platform) -> Result<Platform, PlatformError
                 p.os = host.os.clone();
                 return Ok(p);
             }
-            invalid(format!("{specifier:?}: unknown operating system or architecture"))
+            invalid(format!(
+                "{specifier:?}: unknown operating system or architecture"
+            ))
         }
         2 => {
             let (arch, mut variant) = normalize_arch(parts[1], "");
@@ -306,7 +340,12 @@ pub fn parse(specifier: &str, host: &Platform) -> Result<Platform, PlatformError
 
 /// Go `path.Join` of non-empty elements (which cleans the result).
 fn path_join(elems: &[&str]) -> String {
-    let joined = elems.iter().filter(|e| !e.is_empty()).copied().collect::<Vec<_>>().join("/");
+    let joined = elems
+        .iter()
+        .filter(|e| !e.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/");
     if joined.is_empty() {
         return String::new();
     }
@@ -411,14 +450,22 @@ fn windows_version(v: &str) -> WindowsVersion {
         return WindowsVersion::default();
     }
     let mut it = v.splitn(4, '.');
-    let (major, minor, build) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
+    let (major, minor, build) = (
+        it.next().unwrap_or(""),
+        it.next().unwrap_or(""),
+        it.next().unwrap_or(""),
+    );
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
     match (
         digits(major).then(|| major.parse::<u8>().ok()).flatten(),
         digits(minor).then(|| minor.parse::<u8>().ok()).flatten(),
         digits(build).then(|| build.parse::<u16>().ok()).flatten(),
     ) {
-        (Some(major), Some(minor), Some(build)) => WindowsVersion { major, minor, build },
+        (Some(major), Some(minor), Some(build)) => WindowsVersion {
+            major,
+            minor,
+            build,
+        },
         _ => WindowsVersion::default(),
     }
 }
@@ -437,7 +484,11 @@ fn windows_compatible(host: WindowsVersion, ctr: WindowsVersion) -> bool {
     let mut supported = LTSC2022;
     for i in (0..COMPAT_LTSC.len()).rev() {
         if host.build >= COMPAT_LTSC[i] {
-            supported = if i == 0 { COMPAT_LTSC[i] } else { COMPAT_LTSC[i - 1] };
+            supported = if i == 0 {
+                COMPAT_LTSC[i]
+            } else {
+                COMPAT_LTSC[i - 1]
+            };
             break;
         }
     }
@@ -455,15 +506,18 @@ pub struct Matcher {
 impl Matcher {
     pub fn new(p: &Platform) -> Self {
         let windows = (p.os == "windows").then(|| windows_version(&p.os_version));
-        Self { platform: normalize(p), windows }
+        Self {
+            platform: normalize(p),
+            windows,
+        }
     }
 
     pub fn matches(&self, candidate: &Platform) -> bool {
         let mut candidate = std::borrow::Cow::Borrowed(candidate);
-        if self.windows.is_some() {
-            if let Some(i) = candidate.os_features.iter().position(|f| f == "win32k") {
-                candidate.to_mut().os_features.remove(i);
-            }
+        if self.windows.is_some()
+            && let Some(i) = candidate.os_features.iter().position(|f| f == "win32k")
+        {
+            candidate.to_mut().os_features.remove(i);
         }
         let normalized = normalize(&candidate);
         let m = &self.platform;
@@ -475,7 +529,11 @@ impl Matcher {
             }
             None => true,
         };
-        if m.os != normalized.os || m.architecture != normalized.architecture || m.variant != normalized.variant || !os_version_ok {
+        if m.os != normalized.os
+            || m.architecture != normalized.architecture
+            || m.variant != normalized.variant
+            || !os_version_ok
+        {
             return false;
         }
         if normalized.os_features.is_empty() {
@@ -515,7 +573,9 @@ pub struct StrictMatcher {
 }
 
 pub fn only_strict(p: &Platform) -> StrictMatcher {
-    StrictMatcher { matcher: Matcher::new(&normalize(p)) }
+    StrictMatcher {
+        matcher: Matcher::new(&normalize(p)),
+    }
 }
 
 impl StrictMatcher {
@@ -534,7 +594,10 @@ impl StrictMatcher {
             return m1 && m2 && p1.os_features.len() > p2.os_features.len();
         }
         if !p1.os_features.is_empty() || !p2.os_features.is_empty() {
-            let strip = |p: &Platform| Platform { os_features: Vec::new(), ..p.clone() };
+            let strip = |p: &Platform| Platform {
+                os_features: Vec::new(),
+                ..p.clone()
+            };
             return self.less(&strip(p1), &strip(p2));
         }
         false
@@ -605,19 +668,43 @@ mod tests {
 
     #[test]
     fn normalize_like_containerd() {
-        assert_eq!(normalize(&p("Linux", "x86_64", "")), p("linux", "amd64", ""));
-        assert_eq!(normalize(&p("linux", "amd64", "v1")), p("linux", "amd64", ""));
-        assert_eq!(normalize(&p("linux", "amd64", "v3")), p("linux", "amd64", "v3"));
-        assert_eq!(normalize(&p("linux", "aarch64", "v8")), p("linux", "arm64", ""));
-        assert_eq!(normalize(&p("linux", "arm64", "8")), p("linux", "arm64", ""));
-        assert_eq!(normalize(&p("linux", "arm64", "9.0")), p("linux", "arm64", "v9"));
+        assert_eq!(
+            normalize(&p("Linux", "x86_64", "")),
+            p("linux", "amd64", "")
+        );
+        assert_eq!(
+            normalize(&p("linux", "amd64", "v1")),
+            p("linux", "amd64", "")
+        );
+        assert_eq!(
+            normalize(&p("linux", "amd64", "v3")),
+            p("linux", "amd64", "v3")
+        );
+        assert_eq!(
+            normalize(&p("linux", "aarch64", "v8")),
+            p("linux", "arm64", "")
+        );
+        assert_eq!(
+            normalize(&p("linux", "arm64", "8")),
+            p("linux", "arm64", "")
+        );
+        assert_eq!(
+            normalize(&p("linux", "arm64", "9.0")),
+            p("linux", "arm64", "v9")
+        );
         assert_eq!(normalize(&p("linux", "arm", "")), p("linux", "arm", "v7"));
         assert_eq!(normalize(&p("linux", "arm", "6")), p("linux", "arm", "v6"));
         assert_eq!(normalize(&p("linux", "armhf", "")), p("linux", "arm", "v7"));
         assert_eq!(normalize(&p("linux", "i386", "x")), p("linux", "386", ""));
-        assert_eq!(normalize(&p("macOS", "arm64", "")), p("darwin", "arm64", ""));
+        assert_eq!(
+            normalize(&p("macOS", "arm64", "")),
+            p("darwin", "arm64", "")
+        );
         assert_eq!(normalize(&p("", "amd64", "")).os, GOOS);
-        let f = Platform { os_features: vec!["b".into(), "a".into(), "b".into()], ..AMD64() };
+        let f = Platform {
+            os_features: vec!["b".into(), "a".into(), "b".into()],
+            ..AMD64()
+        };
         assert_eq!(normalize(&f).os_features, vec!["a", "b"]);
     }
 
@@ -625,12 +712,24 @@ mod tests {
     fn parse_like_containerd() {
         let amd = default_spec("linux", "amd64");
         let arm = default_spec("linux", "arm64");
-        assert_eq!(parse("linux/arm64/v8", &amd).unwrap(), p("linux", "arm64", "v8"));
+        assert_eq!(
+            parse("linux/arm64/v8", &amd).unwrap(),
+            p("linux", "arm64", "v8")
+        );
         assert_eq!(parse("linux/arm64", &amd).unwrap(), p("linux", "arm64", ""));
-        assert_eq!(parse("linux/aarch64/8", &amd).unwrap(), p("linux", "arm64", "v8"));
+        assert_eq!(
+            parse("linux/aarch64/8", &amd).unwrap(),
+            p("linux", "arm64", "v8")
+        );
         assert_eq!(parse("linux/arm", &amd).unwrap(), p("linux", "arm", ""));
-        assert_eq!(parse("linux/arm/v7", &amd).unwrap(), p("linux", "arm", "v7"));
-        assert_eq!(parse("Linux/X86_64", &amd).unwrap(), p("linux", "amd64", ""));
+        assert_eq!(
+            parse("linux/arm/v7", &amd).unwrap(),
+            p("linux", "arm", "v7")
+        );
+        assert_eq!(
+            parse("Linux/X86_64", &amd).unwrap(),
+            p("linux", "amd64", "")
+        );
         assert_eq!(parse("linux", &amd).unwrap(), p("linux", "amd64", ""));
         assert_eq!(parse("linux", &arm).unwrap(), p("linux", "arm64", ""));
         assert_eq!(parse("arm64", &amd).unwrap(), p("linux", "arm64", ""));
@@ -638,7 +737,17 @@ mod tests {
         let w = parse("windows(10.0.17763+win32k+a%2Bb)/amd64", &amd).unwrap();
         assert_eq!(w.os_version, "10.0.17763");
         assert_eq!(w.os_features, vec!["win32k", "a+b"]);
-        for bad in ["", "linux/*", "linux/amd64/v1/x", "foo", "linux/", "lin ux/amd64", "linux(1)x/amd64", "linux(+)/amd64", "linux/amd64/v#"] {
+        for bad in [
+            "",
+            "linux/*",
+            "linux/amd64/v1/x",
+            "foo",
+            "linux/",
+            "lin ux/amd64",
+            "linux(1)x/amd64",
+            "linux(+)/amd64",
+            "linux/amd64/v#",
+        ] {
             assert!(parse(bad, &amd).is_err(), "{bad}");
         }
     }
@@ -649,7 +758,11 @@ mod tests {
         assert_eq!(format(&p("linux", "amd64", "")), "linux/amd64");
         assert_eq!(format(&p("", "amd64", "")), "unknown");
         assert_eq!(format(&p("linux", "", "")), "linux");
-        let w = Platform { os_version: "10.0".into(), os_features: vec!["b".into(), "a+".into()], ..p("windows", "amd64", "") };
+        let w = Platform {
+            os_version: "10.0".into(),
+            os_features: vec!["b".into(), "a+".into()],
+            ..p("windows", "amd64", "")
+        };
         assert_eq!(format_all(&w), "windows(10.0+a%2B+b)/amd64");
     }
 
@@ -666,16 +779,26 @@ mod tests {
         assert!(!amd.matches(&p("linux", "386", "")));
         assert!(!amd.matches(&p("unknown", "unknown", "")));
         // Candidate features must be a subset of the matcher's.
-        let fx = Platform { os_features: vec!["x".into()], ..AMD64() };
+        let fx = Platform {
+            os_features: vec!["x".into()],
+            ..AMD64()
+        };
         assert!(!amd.matches(&fx));
         assert!(only_strict(&fx).matches(&AMD64()));
         assert!(only_strict(&fx).less(&fx, &AMD64()));
         assert!(!only_strict(&fx).less(&AMD64(), &fx));
         assert!(amd.less(&AMD64(), &p("linux", "arm64", "")));
         // Windows: OS version compatibility and win32k stripped from candidates.
-        let win = Platform { os_version: "10.0.20348.1".into(), ..p("windows", "amd64", "") };
+        let win = Platform {
+            os_version: "10.0.20348.1".into(),
+            ..p("windows", "amd64", "")
+        };
         let wm = only_strict(&win);
-        let cand = |v: &str| Platform { os_version: v.into(), os_features: vec!["win32k".into()], ..p("windows", "amd64", "") };
+        let cand = |v: &str| Platform {
+            os_version: v.into(),
+            os_features: vec!["win32k".into()],
+            ..p("windows", "amd64", "")
+        };
         assert!(wm.matches(&cand("10.0.20348.5")));
         assert!(wm.matches(&cand("")));
         assert!(!wm.matches(&cand("10.0.17763.1")));
@@ -684,8 +807,16 @@ mod tests {
 
     #[test]
     fn dedupe_keeps_first_raw() {
-        let ps = [p("linux", "x86_64", ""), p("linux", "amd64", ""), p("linux", "arm64", "v8"), p("linux", "arm64", "")];
-        assert_eq!(dedupe(&ps), vec![p("linux", "x86_64", ""), p("linux", "arm64", "v8")]);
+        let ps = [
+            p("linux", "x86_64", ""),
+            p("linux", "amd64", ""),
+            p("linux", "arm64", "v8"),
+            p("linux", "arm64", ""),
+        ];
+        assert_eq!(
+            dedupe(&ps),
+            vec![p("linux", "x86_64", ""), p("linux", "arm64", "v8")]
+        );
     }
 
     #[test]

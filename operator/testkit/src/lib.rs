@@ -1,1 +1,21 @@
-//! Test support for soci-operator.
+//! Test support for soci-operator: a deterministic corpus of tar layers and OCI image layouts,
+//! and the upstream `soci` CLI as the compatibility oracle.
+//!
+//! - [`tarw`]: tar writer with byte-level control (USTAR, GNU, PAX flavours, V7, bsdtar shapes).
+//! - [`compress`]: gzip (levels, header fields, multi-member, sync flushes), raw-block zstd.
+//! - [`data`]: deterministic file contents (xorshift random, text, zeros, mixed).
+//! - [`layout`]: OCI image layout writer (OCI/Docker manifests, indexes, attestations).
+//! - [`corpus`]: the conversion cases with their flags and expected outcome.
+//! - [`oracle`]: locate/run upstream `soci convert --standalone`, run ours, compare layouts.
+
+pub mod compress;
+pub mod corpus;
+pub mod data;
+pub mod layout;
+pub mod oracle;
+pub mod tarw;
+
+pub use corpus::{CorpusCase, Expect, Scale, corpus};
+pub use oracle::{
+    TempDir, check_sync_flush_divergence, compare_layouts, upstream_convert, upstream_soci,
+};
