@@ -23,36 +23,19 @@ pub const LAYER_READ_CHUNK: usize = 1 << 20;
 
 const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// How a layer media type is read (containerd's `DiffCompression` as upstream uses it);
+/// How a layer media type is read (containerd's `DiffCompression`, as upstream uses it);
 /// `None` for layers upstream skips (zstd, wrapped types), an error for non-layer types.
 pub fn compression_of_media_type(media_type: &str) -> Result<Option<LayerCompression>> {
-    let (base, wrapped) = match media_type.split_once('+') {
-        Some((b, ext)) => (b, Some(ext)),
-        None => (media_type, None),
-    };
-    Ok(match (base, wrapped) {
-        ("application/vnd.oci.image.layer.v1.tar", Some("gzip"))
-        | ("application/vnd.oci.image.layer.nondistributable.v1.tar", Some("gzip")) => {
-            Some(LayerCompression::Gzip)
-        }
-        ("application/vnd.oci.image.layer.v1.tar", None)
-        | ("application/vnd.oci.image.layer.nondistributable.v1.tar", None) => {
+    if !soci_format::oci::is_layer_type(media_type) {
+        bail!("media type {media_type:?} is not a layer type");
+    }
+    Ok(match soci_format::oci::diff_compression(media_type) {
+        Some("gzip") => Some(LayerCompression::Gzip),
+        Some("unknown") => Some(LayerCompression::Uncompressed),
+        Some("") if media_type == "application/vnd.oci.image.layer.v1.tar" => {
             Some(LayerCompression::Uncompressed)
         }
-        ("application/vnd.docker.image.rootfs.diff.tar.gzip", None)
-        | ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", None) => {
-            Some(LayerCompression::Gzip)
-        }
-        ("application/vnd.docker.image.rootfs.diff.tar", None)
-        | ("application/vnd.docker.image.rootfs.foreign.diff.tar", None) => {
-            Some(LayerCompression::Uncompressed)
-        }
-        _ if media_type.starts_with("application/vnd.oci.image.layer.")
-            || media_type.starts_with("application/vnd.docker.image.rootfs.") =>
-        {
-            None
-        }
-        _ => bail!("media type {media_type:?} is not a layer type"),
+        _ => None,
     })
 }
 
@@ -65,11 +48,15 @@ pub struct ConvertSettings {
     /// Layers indexed at once.
     pub jobs: usize,
     pub limits: IndexerLimits,
+    /// Upstream's opt-in `xattr` optimisation: mark layers without xattrs `disable-xattrs`.
+    pub optimize_xattrs: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerReport {
+    #[serde(skip)]
+    pub xattr_free: bool,
     pub layer_digest: String,
     pub ztoc_digest: String,
     pub ztoc_size: u64,
@@ -99,19 +86,31 @@ struct LayoutBlobs<'a> {
 
 impl BlobSource for LayoutBlobs<'_> {
     fn get(&self, digest: &str) -> std::result::Result<Option<Vec<u8>>, String> {
-        if let Some((desc, bytes)) = self.extra {
-            if desc.digest == digest {
-                return Ok(Some(bytes.clone()));
-            }
+        if let Some((desc, bytes)) = self.extra
+            && desc.digest == digest
+        {
+            return Ok(Some(bytes.clone()));
         }
-        self.layout.read_small_blob(digest).map_err(|e| format!("{e:#}"))
+        self.layout
+            .read_small_blob(digest)
+            .map_err(|e| format!("{e:#}"))
     }
 }
 
-pub fn convert(src: &ImageRef, dst: &ImageRef, settings: &ConvertSettings) -> Result<ConvertReport> {
+pub fn convert(
+    src: &ImageRef,
+    dst: &ImageRef,
+    settings: &ConvertSettings,
+) -> Result<ConvertReport> {
     let started = Instant::now();
-    let ImageRef::Layout { dir: src_dir, reference: src_ref } = src;
-    let ImageRef::Layout { dir: dst_dir, reference: dst_ref } = dst;
+    let ImageRef::Layout {
+        dir: src_dir,
+        reference: src_ref,
+    } = src;
+    let ImageRef::Layout {
+        dir: dst_dir,
+        reference: dst_ref,
+    } = dst;
     let source = OciLayout::open(src_dir)?;
     let root = source.resolve_root(src_ref.as_deref())?;
     let target = root.target.clone();
@@ -123,29 +122,44 @@ pub fn convert(src: &ImageRef, dst: &ImageRef, settings: &ConvertSettings) -> Re
         index_version: settings.index_version,
         host_platform: soci_format::platform::host_platform(),
     };
-    let blobs = LayoutBlobs { layout: &source, extra: root.synthesized.as_ref() };
+    let blobs = LayoutBlobs {
+        layout: &source,
+        extra: root.synthesized.as_ref(),
+    };
     let plan = plan_conversion(&target, &blobs, &options)
         .map_err(|e| anyhow!("{}: {e}", src_dir.display()))?;
-    let skipped_layers =
-        plan.skipped_layers().iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let skipped_layers = plan
+        .skipped_layers()
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
 
     let layers = plan.layers_to_index();
     let built = build_ztocs(&source, &layers, settings)?;
     let ztoc_infos: BTreeMap<String, ZtocInfo> = built
         .iter()
-        .map(|(layer, (bytes, _))| {
-            (layer.clone(), ZtocInfo { digest: bytes.digest().to_string(), size: bytes.len() as i64 })
+        .map(|(layer, (bytes, report))| {
+            let info = ZtocInfo {
+                digest: bytes.digest().to_string(),
+                size: bytes.len() as i64,
+                disable_xattrs: settings.optimize_xattrs && report.xattr_free,
+            };
+            (layer.clone(), info)
         })
         .collect();
-    let output = plan.assemble(&ztoc_infos).map_err(|e| anyhow!("{}: {e}", src_dir.display()))?;
+    let output = plan
+        .assemble(&ztoc_infos)
+        .map_err(|e| anyhow!("{}: {e}", src_dir.display()))?;
 
     let writer = LayoutWriter::create(dst_dir)?;
     let mut new_blobs: HashMap<&str, &[u8]> = HashMap::new();
     for (desc, bytes) in output.blobs.iter().chain(root.synthesized.iter()) {
         new_blobs.insert(desc.digest.as_str(), bytes);
     }
-    let ztoc_by_digest: HashMap<&str, &ZtocBytes> =
-        built.values().map(|(bytes, _)| (bytes.digest(), bytes)).collect();
+    let ztoc_by_digest: HashMap<&str, &ZtocBytes> = built
+        .values()
+        .map(|(bytes, _)| (bytes.digest(), bytes))
+        .collect();
 
     let mut roots = vec![output.image_index.clone()];
     if matches!(settings.index_version, IndexVersion::V1) {
@@ -153,7 +167,14 @@ pub fn convert(src: &ImageRef, dst: &ImageRef, settings: &ConvertSettings) -> Re
     }
     let mut seen = HashSet::new();
     for root in &roots {
-        copy_graph(root, &source, &writer, &new_blobs, &ztoc_by_digest, &mut seen)?;
+        copy_graph(
+            root,
+            &source,
+            &writer,
+            &new_blobs,
+            &ztoc_by_digest,
+            &mut seen,
+        )?;
     }
 
     let mut entries = Vec::new();
@@ -208,11 +229,20 @@ fn build_ztocs(
                     if failure.lock().expect("lock").is_some() {
                         return;
                     }
-                    let Some(layer) = queue.lock().expect("lock").next() else { return };
+                    let Some(layer) = queue.lock().expect("lock").next() else {
+                        return;
+                    };
                     match build_one(source, layer, settings) {
                         Ok(done) => {
-                            eprintln!("layer {} -> ztoc {}", layer.descriptor.digest, done.0.digest());
-                            results.lock().expect("lock").insert(layer.descriptor.digest.clone(), done);
+                            eprintln!(
+                                "layer {} -> ztoc {}",
+                                layer.descriptor.digest,
+                                done.0.digest()
+                            );
+                            results
+                                .lock()
+                                .expect("lock")
+                                .insert(layer.descriptor.digest.clone(), done);
                         }
                         Err(e) => {
                             failure.lock().expect("lock").get_or_insert(e);
@@ -238,8 +268,8 @@ fn build_one(
     let desc = &layer.descriptor;
     let context = || format!("layer {} ({})", desc.digest, desc.media_type);
     let mut file = source.open_blob(&desc.digest).with_context(context)?;
-    let mut indexer =
-        LayerIndexer::new(layer.compression, settings.span_size, settings.limits).with_context(context)?;
+    let mut indexer = LayerIndexer::new(layer.compression, settings.span_size, settings.limits)
+        .with_context(context)?;
     let mut whole = Sha256::new();
     let mut buf = vec![0u8; LAYER_READ_CHUNK];
     let mut read = 0u64;
@@ -250,13 +280,21 @@ fn build_one(
         }
         read += n as u64;
         if read > desc.size as u64 {
-            bail!("{}: blob is larger than its descriptor's size {}", context(), desc.size);
+            bail!(
+                "{}: blob is larger than its descriptor's size {}",
+                context(),
+                desc.size
+            );
         }
         whole.update(&buf[..n]);
         indexer.push(&buf[..n]).with_context(context)?;
     }
     if read != desc.size as u64 {
-        bail!("{}: blob has {read} bytes, its descriptor says {}", context(), desc.size);
+        bail!(
+            "{}: blob has {read} bytes, its descriptor says {}",
+            context(),
+            desc.size
+        );
     }
     let actual = format!("sha256:{}", soci_format::ztoc::hex_lower(&whole.finalize()));
     if actual != desc.digest {
@@ -264,6 +302,7 @@ fn build_one(
     }
     let built = indexer.finish().with_context(context)?;
     let report = LayerReport {
+        xattr_free: built.xattr_free,
         layer_digest: desc.digest.clone(),
         ztoc_digest: built.bytes.digest().to_string(),
         ztoc_size: built.bytes.len(),
@@ -297,7 +336,11 @@ fn copy_graph(
         None
     } else if source.has_blob(&desc.digest) {
         writer.put_blob_from(source, &desc.digest)?;
-        if is_manifest_or_index(&desc.media_type) { source.read_small_blob(&desc.digest)? } else { None }
+        if is_manifest_or_index(&desc.media_type) {
+            source.read_small_blob(&desc.digest)?
+        } else {
+            None
+        }
     } else {
         // Content the source never had (a platform that was not pulled): left dangling, as upstream does.
         return Ok(());
@@ -309,7 +352,8 @@ fn copy_graph(
             copy_graph(&child, source, writer, new_blobs, ztocs, seen)?;
         }
     } else if is_manifest(&desc.media_type) {
-        let manifest = Manifest::from_json(&json).map_err(|e| anyhow!("manifest {}: {e}", desc.digest))?;
+        let manifest =
+            Manifest::from_json(&json).map_err(|e| anyhow!("manifest {}: {e}", desc.digest))?;
         copy_graph(&manifest.config, source, writer, new_blobs, ztocs, seen)?;
         for layer in manifest.layers.unwrap_or_default() {
             copy_graph(&layer, source, writer, new_blobs, ztocs, seen)?;
@@ -347,9 +391,18 @@ mod tests {
         use LayerCompression::*;
         let c = |m| compression_of_media_type(m).unwrap();
         assert_eq!(c("application/vnd.oci.image.layer.v1.tar+gzip"), Some(Gzip));
-        assert_eq!(c("application/vnd.oci.image.layer.v1.tar"), Some(Uncompressed));
-        assert_eq!(c("application/vnd.docker.image.rootfs.diff.tar.gzip"), Some(Gzip));
-        assert_eq!(c("application/vnd.docker.image.rootfs.diff.tar"), Some(Uncompressed));
+        assert_eq!(
+            c("application/vnd.oci.image.layer.v1.tar"),
+            Some(Uncompressed)
+        );
+        assert_eq!(
+            c("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Some(Gzip)
+        );
+        assert_eq!(
+            c("application/vnd.docker.image.rootfs.diff.tar"),
+            Some(Uncompressed)
+        );
         assert_eq!(c("application/vnd.oci.image.layer.v1.tar+zstd"), None);
         assert!(compression_of_media_type("application/vnd.oci.image.config.v1+json").is_err());
     }

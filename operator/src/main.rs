@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "soci-operator", version, about = "Builds SOCI indexes for container images")]
+#[command(
+    name = "soci-operator",
+    version,
+    about = "Builds SOCI indexes for container images"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -113,6 +113,9 @@ pub struct ZtocInfo {
     /// `sha256:…` of the zTOC bytes.
     pub digest: String,
     pub size: i64,
+    /// Add `com.amazon.soci.disable-xattrs: true` (upstream's opt-in `xattr` optimisation, for a
+    /// layer with no xattrs and no opaque whiteout).
+    pub disable_xattrs: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -893,6 +896,14 @@ impl ConversionPlan {
                         self.span_size.to_string(),
                     ),
                 ]));
+                if ztoc.disable_xattrs
+                    && let Some(a) = d.annotations.as_mut()
+                {
+                    a.insert(
+                        oci::ANNOTATION_DISABLE_XATTRS.to_string(),
+                        "true".to_string(),
+                    );
+                }
                 layers.push(d);
             }
             let subject = match self.version {
@@ -1245,6 +1256,7 @@ mod tests {
                 let info = ZtocInfo {
                     digest: sha256_digest(format!("ztoc of {d}").as_bytes()),
                     size: 1000 + d.len() as i64,
+                    disable_xattrs: false,
                 };
                 (d, info)
             })
@@ -2240,6 +2252,7 @@ mod upstream_oracle {
                     ZtocInfo {
                         digest: z.digest.clone(),
                         size: z.size,
+                        disable_xattrs: false,
                     },
                 );
             }
@@ -2544,6 +2557,7 @@ mod upstream_oracle {
                         ZtocInfo {
                             digest: z.digest,
                             size: z.size,
+                            disable_xattrs: false,
                         },
                     );
                 }
@@ -2602,6 +2616,7 @@ mod upstream_oracle {
             ZtocInfo {
                 digest: z.digest.clone(),
                 size: z.size,
+                disable_xattrs: false,
             },
         )]);
         let plan = plan_conversion(

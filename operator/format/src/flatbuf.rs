@@ -269,12 +269,18 @@ impl GoFlatBuilder {
         self.prepend_uoffset(root);
         let written = &self.buf[self.head..];
         match self.hole {
-            None => FinishedParts { head: written.to_vec(), tail: Vec::new() },
+            None => FinishedParts {
+                head: written.to_vec(),
+                tail: Vec::new(),
+            },
             Some((at, len)) => {
                 // The `at` bytes written before the hole lie after it in memory.
                 let _ = len;
                 let split = written.len() - at as usize;
-                FinishedParts { head: written[..split].to_vec(), tail: written[split..].to_vec() }
+                FinishedParts {
+                    head: written[..split].to_vec(),
+                    tail: written[split..].to_vec(),
+                }
             }
         }
     }

@@ -110,18 +110,27 @@ impl BlockInflater {
         let status = match ret {
             z::Z_OK | z::Z_BUF_ERROR => InflateStatus::Ok,
             z::Z_STREAM_END => InflateStatus::StreamEnd,
-            z::Z_NEED_DICT => return Err(InflateError("gzip stream needs a preset dictionary".into())),
+            z::Z_NEED_DICT => {
+                return Err(InflateError("gzip stream needs a preset dictionary".into()));
+            }
             _ => {
                 let msg = if s.msg.is_null() {
                     format!("inflate error {ret}")
                 } else {
                     // SAFETY: zlib sets msg to a static NUL-terminated string.
-                    unsafe { CStr::from_ptr(s.msg) }.to_string_lossy().into_owned()
+                    unsafe { CStr::from_ptr(s.msg) }
+                        .to_string_lossy()
+                        .into_owned()
                 };
                 return Err(InflateError(msg));
             }
         };
-        Ok(InflateStep { consumed, produced, status, data_type: s.data_type })
+        Ok(InflateStep {
+            consumed,
+            produced,
+            status,
+            data_type: s.data_type,
+        })
     }
 }
 

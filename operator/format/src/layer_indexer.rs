@@ -5,8 +5,8 @@
 use crate::tar::{TarEntry, TarError, TarStreamReader};
 use crate::zinfo::{GzipCheckpointer, PushError, TarSpanHasher, ZinfoError};
 use crate::ztoc::{
-    BUILD_TOOL_IDENTIFIER, CompressionAlgorithm, CompressionInfo, FileMetadata, ZTOC_VERSION,
-    Ztoc, ZtocBytes, hex_lower, tar_zinfo_bytes,
+    BUILD_TOOL_IDENTIFIER, CompressionAlgorithm, CompressionInfo, FileMetadata, ZTOC_VERSION, Ztoc,
+    ZtocBytes, hex_lower, tar_zinfo_bytes,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,10 @@ pub struct IndexerLimits {
 
 impl Default for IndexerLimits {
     fn default() -> Self {
-        Self { max_entries: 4_000_000, max_uncompressed_bytes: 1 << 40 }
+        Self {
+            max_entries: 4_000_000,
+            max_uncompressed_bytes: 1 << 40,
+        }
     }
 }
 
@@ -54,6 +57,9 @@ pub struct BuiltZtoc {
     pub compressed_size: u64,
     /// Where the tar stream ended (upstream's `uncompressed_archive_size`).
     pub uncompressed_archive_size: u64,
+    /// No entry has an xattr and none is an opaque whiteout: upstream's `xattr` optimisation may
+    /// mark this layer `disable-xattrs`.
+    pub xattr_free: bool,
 }
 
 enum Spans {
@@ -115,9 +121,12 @@ fn go_quote_rune(b: u8) -> String {
 }
 
 fn file_metadata(e: TarEntry) -> Result<FileMetadata, LayerError> {
-    let file_type =
-        file_type(e.typeflag).ok_or_else(|| LayerError::UnsupportedEntry(go_quote_rune(e.typeflag)))?;
-    let xattrs = e.pax_records.map(|m| m.into_iter().collect()).unwrap_or_default();
+    let file_type = file_type(e.typeflag)
+        .ok_or_else(|| LayerError::UnsupportedEntry(go_quote_rune(e.typeflag)))?;
+    let xattrs = e
+        .pax_records
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
     Ok(FileMetadata {
         name: e.name,
         file_type,
@@ -147,16 +156,20 @@ impl LayerIndexer {
             return Err(LayerError::ZeroSpanSize);
         }
         let spans = match compression {
-            LayerCompression::Gzip => {
-                Spans::Gzip(GzipCheckpointer::new(span_size, limits.max_uncompressed_bytes)?)
-            }
+            LayerCompression::Gzip => Spans::Gzip(GzipCheckpointer::new(
+                span_size,
+                limits.max_uncompressed_bytes,
+            )?),
             LayerCompression::Uncompressed => Spans::Tar(TarSpanHasher::new(span_size)),
         };
         Ok(Self {
             spans,
             span_size,
             tar: TarStreamReader::new(),
-            toc: TocCollector { entries: Vec::new(), max_entries: limits.max_entries },
+            toc: TocCollector {
+                entries: Vec::new(),
+                max_entries: limits.max_entries,
+            },
             compressed_size: 0,
             max_uncompressed: limits.max_uncompressed_bytes,
         })
@@ -240,6 +253,13 @@ impl LayerIndexer {
         };
         let uncompressed_archive_size = self.tar.finish()?;
         let span_count = span_digests.len();
+        let xattr_free = self.toc.entries.iter().all(|e| {
+            !e.name.ends_with(b".wh..wh..opq")
+                && !e
+                    .xattrs
+                    .iter()
+                    .any(|(k, _)| k.starts_with(b"SCHILY.xattr."))
+        });
         let file_count = self.toc.entries.len();
         let ztoc = Ztoc {
             version: ZTOC_VERSION.into(),
@@ -261,6 +281,7 @@ impl LayerIndexer {
             file_count,
             compressed_size: self.compressed_size,
             uncompressed_archive_size,
+            xattr_free,
         })
     }
 }

@@ -147,8 +147,10 @@ impl GzipCheckpointer {
                 self.inflater.reset().map_err(ZinfoError::from)?;
                 self.member_ended = false;
             }
-            let step =
-                self.inflater.inflate_block(input, &mut self.output).map_err(ZinfoError::from)?;
+            let step = self
+                .inflater
+                .inflate_block(input, &mut self.output)
+                .map_err(ZinfoError::from)?;
             let consumed = &input[..step.consumed];
             if let Some(&last) = consumed.last() {
                 self.last_input_byte = last;
@@ -214,8 +216,10 @@ impl GzipCheckpointer {
             uncompressed_offset: self.total_out,
             bits,
         };
-        self.blob.extend_from_slice(&checkpoint.compressed_offset.to_le_bytes());
-        self.blob.extend_from_slice(&checkpoint.uncompressed_offset.to_le_bytes());
+        self.blob
+            .extend_from_slice(&checkpoint.compressed_offset.to_le_bytes());
+        self.blob
+            .extend_from_slice(&checkpoint.uncompressed_offset.to_le_bytes());
         self.blob.push(bits);
         // The 32 KiB before `out`, oldest first: zeros on the left while out < 32 KiB.
         self.blob.extend_from_slice(&self.window[self.window_pos..]);
@@ -285,7 +289,12 @@ pub struct TarSpanHasher {
 
 impl TarSpanHasher {
     pub fn new(span_size: u64) -> Self {
-        Self { span_size: span_size.max(1), position: 0, hasher: Sha256::new(), span_digests: Vec::new() }
+        Self {
+            span_size: span_size.max(1),
+            position: 0,
+            hasher: Sha256::new(),
+            span_digests: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, mut data: &[u8]) {
@@ -348,7 +357,11 @@ mod tests {
         (0..len)
             .map(|i| {
                 x = x.wrapping_mul(1103515245).wrapping_add(12345);
-                if i % 3 == 0 { (x >> 24) as u8 } else { b"abcdefgh"[(x >> 16) as usize % 8] }
+                if i % 3 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    b"abcdefgh"[(x >> 16) as usize % 8]
+                }
             })
             .collect()
     }
@@ -369,7 +382,10 @@ mod tests {
             let (b, _) = run(&gz, 1 << 18, chunk);
             assert_eq!(a.checkpoints, b.checkpoints, "chunk {chunk}");
             assert!(a.blob == b.blob, "chunk {chunk}: blobs differ");
-            assert!(a.span_digests == b.span_digests, "chunk {chunk}: digests differ");
+            assert!(
+                a.span_digests == b.span_digests,
+                "chunk {chunk}: digests differ"
+            );
         }
         assert!(a.checkpoints.len() > 5);
         assert_eq!(a.checkpoints[0].uncompressed_offset, 0);
@@ -383,13 +399,18 @@ mod tests {
             assert!(window[..pad].iter().all(|&b| b == 0));
             assert_eq!(&window[pad..], &data[start..out_off]);
             if i > 0 {
-                assert!(cp.uncompressed_offset - a.checkpoints[i - 1].uncompressed_offset > 1 << 18);
+                assert!(
+                    cp.uncompressed_offset - a.checkpoints[i - 1].uncompressed_offset > 1 << 18
+                );
             }
         }
         // Span digests cover [in_i - (bits?1:0), in_{i+1}) and the last runs to the end.
         for (i, cp) in a.checkpoints.iter().enumerate() {
             let start = cp.compressed_offset as usize - usize::from(cp.bits != 0);
-            let end = a.checkpoints.get(i + 1).map_or(gz.len(), |n| n.compressed_offset as usize);
+            let end = a
+                .checkpoints
+                .get(i + 1)
+                .map_or(gz.len(), |n| n.compressed_offset as usize);
             let expect: [u8; 32] = Sha256::digest(&gz[start..end]).into();
             assert_eq!(a.span_digests[i], expect, "span {i}");
         }
@@ -408,7 +429,10 @@ mod tests {
         stream.extend(gzip(&data[300_000..], 9));
         let (z, out) = run(&stream, 100_000, 5000);
         assert_eq!(out, data);
-        assert!(z.checkpoints[0].compressed_offset > 10, "header with fields is longer");
+        assert!(
+            z.checkpoints[0].compressed_offset > 10,
+            "header with fields is longer"
+        );
         assert_eq!(z.uncompressed_size, 600_000);
     }
 

@@ -165,8 +165,12 @@ impl Ztoc {
         let toc = b.end_object();
 
         let checkpoints = b.create_byte_vector_hole(self.compression.checkpoints.len());
-        let digests: Vec<_> =
-            self.compression.span_digests.iter().map(|d| b.create_string(d.as_bytes())).collect();
+        let digests: Vec<_> = self
+            .compression
+            .span_digests
+            .iter()
+            .map(|d| b.create_string(d.as_bytes()))
+            .collect();
         b.start_vector(4, digests.len(), 4);
         for &off in digests.iter().rev() {
             b.prepend_uoffset(off);
@@ -188,13 +192,22 @@ impl Ztoc {
         b.add_offset(slots::ZTOC_BUILD_TOOL, build_tool);
         b.add_offset(slots::ZTOC_TOC, toc);
         b.add_i64(slots::ZTOC_COMPRESSED_SIZE, self.compressed_archive_size, 0);
-        b.add_i64(slots::ZTOC_UNCOMPRESSED_SIZE, self.uncompressed_archive_size, 0);
+        b.add_i64(
+            slots::ZTOC_UNCOMPRESSED_SIZE,
+            self.uncompressed_archive_size,
+            0,
+        );
         b.add_offset(slots::ZTOC_COMPRESSION_INFO, compression_info);
         let root = b.end_object();
         let parts = b.finish(root);
         let checkpoints = self.compression.checkpoints;
         let digest = sha256_digest_string(&[&parts.head, &checkpoints, &parts.tail]);
-        ZtocBytes { head: parts.head, checkpoints, tail: parts.tail, digest }
+        ZtocBytes {
+            head: parts.head,
+            checkpoints,
+            tail: parts.tail,
+            digest,
+        }
     }
 }
 
@@ -266,8 +279,14 @@ mod tests {
             compressed_archive_size: 2_000_000,
             uncompressed_archive_size: 2_500_000,
             toc: vec![
-                FileMetadata { mod_time: "0001-01-01T00:00:00Z".into(), ..Default::default() },
-                FileMetadata { mod_time: "0001-01-01T00:00:00Z".into(), ..Default::default() },
+                FileMetadata {
+                    mod_time: "0001-01-01T00:00:00Z".into(),
+                    ..Default::default()
+                },
+                FileMetadata {
+                    mod_time: "0001-01-01T00:00:00Z".into(),
+                    ..Default::default()
+                },
             ],
             compression: CompressionInfo {
                 algorithm: None,
@@ -318,7 +337,10 @@ mod tests {
     fn tar_zinfo_layout() {
         let bytes = tar_zinfo_bytes(4 << 20, 12345);
         // root offset, vtable (3 fields), table with i32 + 2 x i64
-        assert_eq!(u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize % 4, 0);
+        assert_eq!(
+            u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize % 4,
+            0
+        );
         assert!(bytes.windows(8).any(|w| w == 12345i64.to_le_bytes()));
         assert!(bytes.windows(8).any(|w| w == (4i64 << 20).to_le_bytes()));
     }

@@ -14,6 +14,11 @@ enum IndexVersionArg {
     V2,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Optimization {
+    Xattr,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OutputFormat {
     Text,
@@ -51,12 +56,19 @@ pub struct ConvertArgs {
     /// Refuse layers that inflate to more bytes than this.
     #[arg(long, default_value_t = IndexerLimits::default().max_uncompressed_bytes)]
     max_uncompressed_bytes: u64,
+    /// Optional optimisations, as upstream: `xattr` marks layers without xattrs so the runtime
+    /// skips xattr lookups (breaks volume mounts of such layers; opt-in).
+    #[arg(long = "optimizations", value_enum)]
+    optimizations: Vec<Optimization>,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     output: OutputFormat,
 }
 
 fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(4)
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
@@ -88,6 +100,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             max_entries: args.max_entries,
             max_uncompressed_bytes: args.max_uncompressed_bytes,
         },
+        optimize_xattrs: args.optimizations.contains(&Optimization::Xattr),
     };
     let report = convert(&source, &destination, &settings)?;
     match args.output {
@@ -101,7 +114,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             }
             println!(
                 "image index {} ({} bytes) written to {} in {:.2}s",
-                report.image_index.digest, report.image_index.size, args.destination, report.seconds
+                report.image_index.digest,
+                report.image_index.size,
+                args.destination,
+                report.seconds
             );
         }
     }

@@ -26,7 +26,10 @@ pub struct ZtocArgs {
 
 pub fn run(args: ZtocArgs) -> Result<()> {
     let Some(compression) = compression_of_media_type(&args.media_type)? else {
-        bail!("layer media type {} is not indexable (zstd or unknown compression)", args.media_type);
+        bail!(
+            "layer media type {} is not indexable (zstd or unknown compression)",
+            args.media_type
+        );
     };
     let started = Instant::now();
     let mut file = File::open(&args.layer_file)
@@ -34,7 +37,9 @@ pub fn run(args: ZtocArgs) -> Result<()> {
     let mut indexer = LayerIndexer::new(compression, args.span_size, IndexerLimits::default())?;
     let mut buf = vec![0u8; LAYER_READ_CHUNK];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", args.layer_file.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", args.layer_file.display()))?;
         if n == 0 {
             break;
         }
@@ -42,7 +47,9 @@ pub fn run(args: ZtocArgs) -> Result<()> {
             .push(&buf[..n])
             .with_context(|| format!("layer {}", args.layer_file.display()))?;
     }
-    let built = indexer.finish().with_context(|| format!("layer {}", args.layer_file.display()))?;
+    let built = indexer
+        .finish()
+        .with_context(|| format!("layer {}", args.layer_file.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &args.output {
         let mut out = File::create(path).with_context(|| format!("creating {}", path.display()))?;

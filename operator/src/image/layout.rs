@@ -23,7 +23,9 @@ pub fn blob_relative_path(digest: &str) -> Result<PathBuf> {
     };
     let valid = alg == "sha256"
         && hex.len() == 64
-        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !valid {
         bail!("invalid or unsupported digest {digest:?} (only sha256 is supported)");
     }
@@ -33,13 +35,17 @@ pub fn blob_relative_path(digest: &str) -> Result<PathBuf> {
 const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 fn is_index_type(media_type: &str) -> bool {
-    matches!(media_type, MEDIA_TYPE_OCI_INDEX | "application/vnd.docker.distribution.manifest.list.v2+json")
+    matches!(
+        media_type,
+        MEDIA_TYPE_OCI_INDEX | "application/vnd.docker.distribution.manifest.list.v2+json"
+    )
 }
 
 fn is_manifest_type(media_type: &str) -> bool {
     matches!(
         media_type,
-        "application/vnd.oci.image.manifest.v1+json" | "application/vnd.docker.distribution.manifest.v2+json"
+        "application/vnd.oci.image.manifest.v1+json"
+            | "application/vnd.docker.distribution.manifest.v2+json"
     )
 }
 
@@ -58,9 +64,14 @@ impl OciLayout {
     pub fn open(root: &Path) -> Result<Self> {
         let marker = root.join(OCI_LAYOUT_FILE);
         if !marker.is_file() {
-            bail!("{} is not an OCI image layout (no {OCI_LAYOUT_FILE} file)", root.display());
+            bail!(
+                "{} is not an OCI image layout (no {OCI_LAYOUT_FILE} file)",
+                root.display()
+            );
         }
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn index(&self) -> Result<Index> {
@@ -85,25 +96,32 @@ impl OciLayout {
                 .unwrap_or_default()
                 .into_iter()
                 .find(|d| {
-                    d.annotations.as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)).map(String::as_str)
+                    d.annotations
+                        .as_ref()
+                        .and_then(|a| a.get(REF_NAME_ANNOTATION))
+                        .map(String::as_str)
                         == Some(r)
                 })
                 .with_context(|| format!("no image named {r:?} in {}", self.root.display()))?;
             top.manifests = Some(vec![entry]);
         } else {
-            list_source = Some(fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+            list_source =
+                Some(fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
         }
         let entries = top.manifests.clone().unwrap_or_default();
         if entries.is_empty() {
             bail!("{} lists no images", path.display());
         }
         if entries.len() == 1 && !is_index_type(&entries[0].media_type) {
-            return Ok(ResolvedRoot { target: entries[0].clone(), synthesized: None });
+            return Ok(ResolvedRoot {
+                target: entries[0].clone(),
+                synthesized: None,
+            });
         }
         let (list_bytes, media_type) = if entries.len() == 1 {
-            let bytes = self
-                .read_small_blob(&entries[0].digest)?
-                .with_context(|| format!("image index {} is not in the layout", entries[0].digest))?;
+            let bytes = self.read_small_blob(&entries[0].digest)?.with_context(|| {
+                format!("image index {} is not in the layout", entries[0].digest)
+            })?;
             (bytes, entries[0].media_type.clone())
         } else {
             let bytes = match list_source {
@@ -112,20 +130,36 @@ impl OciLayout {
             };
             (bytes, top.media_type.clone())
         };
-        let media_type =
-            if media_type.is_empty() { MEDIA_TYPE_OCI_INDEX.to_string() } else { media_type };
-        let mut list = Index::from_json(&list_bytes).map_err(|e| anyhow::anyhow!("image index: {e}"))?;
+        let media_type = if media_type.is_empty() {
+            MEDIA_TYPE_OCI_INDEX.to_string()
+        } else {
+            media_type
+        };
+        let mut list =
+            Index::from_json(&list_bytes).map_err(|e| anyhow::anyhow!("image index: {e}"))?;
         let all = list.manifests.take().unwrap_or_default();
         let total = all.len();
-        let available: Vec<Descriptor> = all.into_iter().filter(|d| self.has_blob(&d.digest)).collect();
+        let available: Vec<Descriptor> = all
+            .into_iter()
+            .filter(|d| self.has_blob(&d.digest))
+            .collect();
         if available.is_empty() {
-            bail!("the image index in {} has no entries whose blobs are present", self.root.display());
+            bail!(
+                "the image index in {} has no entries whose blobs are present",
+                self.root.display()
+            );
         }
         if available.len() == 1 && is_manifest_type(&available[0].media_type) {
-            return Ok(ResolvedRoot { target: available[0].clone(), synthesized: None });
+            return Ok(ResolvedRoot {
+                target: available[0].clone(),
+                synthesized: None,
+            });
         }
         if entries.len() == 1 && available.len() == total {
-            return Ok(ResolvedRoot { target: entries[0].clone(), synthesized: None });
+            return Ok(ResolvedRoot {
+                target: entries[0].clone(),
+                synthesized: None,
+            });
         }
         list.media_type = media_type.clone();
         list.manifests = Some(available);
@@ -136,7 +170,10 @@ impl OciLayout {
             size: bytes.len() as i64,
             ..Default::default()
         };
-        Ok(ResolvedRoot { target: target.clone(), synthesized: Some((target, bytes)) })
+        Ok(ResolvedRoot {
+            target: target.clone(),
+            synthesized: Some((target, bytes)),
+        })
     }
 
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
@@ -164,7 +201,10 @@ impl OciLayout {
         }
         let actual = soci_format::oci::sha256_digest(&bytes);
         if actual != digest {
-            bail!("blob {digest} in {} has digest {actual}", self.root.display());
+            bail!(
+                "blob {digest} in {} has digest {actual}",
+                self.root.display()
+            );
         }
         Ok(Some(bytes))
     }
@@ -187,7 +227,10 @@ impl LayoutWriter {
         if destination.exists() {
             let empty = destination.is_dir() && fs::read_dir(destination)?.next().is_none();
             if !empty {
-                bail!("destination {} already exists and is not empty", destination.display());
+                bail!(
+                    "destination {} already exists and is not empty",
+                    destination.display()
+                );
             }
         }
         let name = destination
@@ -206,7 +249,11 @@ impl LayoutWriter {
         }
         fs::create_dir_all(staging.join("blobs").join("sha256"))
             .with_context(|| format!("creating {}", staging.display()))?;
-        Ok(Self { destination: destination.to_path_buf(), staging, committed: false })
+        Ok(Self {
+            destination: destination.to_path_buf(),
+            staging,
+            committed: false,
+        })
     }
 
     fn staged_blob(&self, digest: &str) -> Result<PathBuf> {
@@ -256,7 +303,11 @@ impl LayoutWriter {
                 .with_context(|| format!("replacing empty {}", self.destination.display()))?;
         }
         fs::rename(&self.staging, &self.destination).with_context(|| {
-            format!("moving {} to {}", self.staging.display(), self.destination.display())
+            format!(
+                "moving {} to {}",
+                self.staging.display(),
+                self.destination.display()
+            )
         })?;
         self.committed = true;
         Ok(())

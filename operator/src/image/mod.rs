@@ -9,7 +9,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// An OCI image layout directory, optionally naming one of its images.
-    Layout { dir: PathBuf, reference: Option<String> },
+    Layout {
+        dir: PathBuf,
+        reference: Option<String>,
+    },
 }
 
 impl ImageRef {
@@ -25,9 +28,14 @@ impl ImageRef {
                 }
                 _ => (rest, None),
             };
-            return Ok(ImageRef::Layout { dir: PathBuf::from(dir), reference });
+            return Ok(ImageRef::Layout {
+                dir: PathBuf::from(dir),
+                reference,
+            });
         }
-        bail!("{s:?}: unsupported image reference (expected oci:DIR[:REF]; registry references are not supported yet)")
+        bail!(
+            "{s:?}: unsupported image reference (expected oci:DIR[:REF]; registry references are not supported yet)"
+        )
     }
 }
 
@@ -39,11 +47,17 @@ mod tests {
     fn parses_layout_references() {
         assert_eq!(
             ImageRef::parse("oci:/tmp/x").unwrap(),
-            ImageRef::Layout { dir: "/tmp/x".into(), reference: None }
+            ImageRef::Layout {
+                dir: "/tmp/x".into(),
+                reference: None
+            }
         );
         assert_eq!(
             ImageRef::parse("oci:out:latest").unwrap(),
-            ImageRef::Layout { dir: "out".into(), reference: Some("latest".into()) }
+            ImageRef::Layout {
+                dir: "out".into(),
+                reference: Some("latest".into())
+            }
         );
         assert!(ImageRef::parse("oci:").is_err());
         assert!(ImageRef::parse("docker.io/library/busybox").is_err());

@@ -164,10 +164,10 @@ fn program_bytes() -> Vec<u8> {
         "/usr/bin/git",
         "/bin/bash",
     ] {
-        if let Ok(b) = fs::read(candidate) {
-            if b.len() > 1 << 20 {
-                return b;
-            }
+        if let Ok(b) = fs::read(candidate)
+            && b.len() > 1 << 20
+        {
+            return b;
         }
     }
     let mut v = vec![0u8; 4 << 20];
