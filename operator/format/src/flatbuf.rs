@@ -136,6 +136,15 @@ impl GoFlatBuilder {
         self.prep(alignment, elem_size * num_elems);
     }
 
+    /// A vector of offsets (tables or strings), elements in the given order.
+    pub fn create_offset_vector(&mut self, offsets: &[UOffset]) -> UOffset {
+        self.start_vector(SIZE_UOFFSET, offsets.len(), SIZE_UOFFSET);
+        for &off in offsets.iter().rev() {
+            self.prepend_uoffset(off);
+        }
+        self.end_vector(offsets.len())
+    }
+
     pub fn end_vector(&mut self, num_elems: usize) -> UOffset {
         // Space was reserved by prep: place without another alignment step, as Go does.
         self.place(&(num_elems as u32).to_le_bytes());

@@ -155,11 +155,7 @@ impl Ztoc {
         for (i, fm) in self.toc.iter().enumerate().rev() {
             metadata[i] = write_file_metadata(&mut b, fm);
         }
-        b.start_vector(4, metadata.len(), 4);
-        for &off in metadata.iter().rev() {
-            b.prepend_uoffset(off);
-        }
-        let metadata_vec = b.end_vector(metadata.len());
+        let metadata_vec = b.create_offset_vector(&metadata);
         b.start_object(slots::TOC_FIELDS);
         b.add_offset(0, metadata_vec);
         let toc = b.end_object();
@@ -171,11 +167,7 @@ impl Ztoc {
             .iter()
             .map(|d| b.create_string(d.as_bytes()))
             .collect();
-        b.start_vector(4, digests.len(), 4);
-        for &off in digests.iter().rev() {
-            b.prepend_uoffset(off);
-        }
-        let digests_vec = b.end_vector(digests.len());
+        let digests_vec = b.create_offset_vector(&digests);
 
         b.start_object(slots::CI_FIELDS);
         b.add_i32(slots::CI_MAX_SPAN_ID, self.compression.max_span_id, 0);
@@ -228,11 +220,7 @@ fn write_file_metadata(b: &mut GoFlatBuilder, fm: &FileMetadata) -> u32 {
         b.add_offset(1, v);
         xattrs.push(b.end_object());
     }
-    b.start_vector(4, xattrs.len(), 4);
-    for &off in xattrs.iter().rev() {
-        b.prepend_uoffset(off);
-    }
-    let xattrs_vec = b.end_vector(xattrs.len());
+    let xattrs_vec = b.create_offset_vector(&xattrs);
 
     b.start_object(slots::FM_FIELDS);
     b.add_offset(0, name);
