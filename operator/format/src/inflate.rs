@@ -92,6 +92,19 @@ impl BlockInflater {
         input: &[u8],
         output: &mut [u8],
     ) -> Result<InflateStep, InflateError> {
+        self.inflate(input, output, true)
+    }
+
+    /// Inflates from `input` into `output`; with `stop_at_block` (`Z_BLOCK`) it also stops at the
+    /// next block boundary, otherwise (`Z_NO_FLUSH`) only when input or output run out. Without
+    /// it, inflate may decode past a boundary once `output` is full (the end-of-block code and
+    /// the next block's header produce no output), so boundaries at that offset go unseen.
+    pub fn inflate(
+        &mut self,
+        input: &[u8],
+        output: &mut [u8],
+        stop_at_block: bool,
+    ) -> Result<InflateStep, InflateError> {
         let avail_in = u32::try_from(input.len()).unwrap_or(u32::MAX);
         let avail_out = u32::try_from(output.len()).unwrap_or(u32::MAX);
         let s = &mut *self.stream;
@@ -101,7 +114,12 @@ impl BlockInflater {
         s.avail_out = avail_out;
         // SAFETY: next_in/next_out point at live buffers of at least avail_in/avail_out bytes,
         // which outlive the call; the stream was initialised by `new`.
-        let ret = unsafe { z::inflate(s, z::Z_BLOCK) };
+        let flush = if stop_at_block {
+            z::Z_BLOCK
+        } else {
+            z::Z_NO_FLUSH
+        };
+        let ret = unsafe { z::inflate(s, flush) };
         let consumed = (avail_in - s.avail_in) as usize;
         let produced = (avail_out - s.avail_out) as usize;
         // Do not keep pointers into the caller's buffers beyond this call.

@@ -2,8 +2,9 @@
 //! chunking (from a file, or straight off the network), inflated once, and the inflated stream
 //! feeds both the checkpointer and the tar reader. Nothing grows with the layer except the zTOC.
 
+use crate::blob_hasher::{BlobHasher, CHUNK, SpanCuts};
 use crate::tar::{TarEntry, TarError, TarStreamReader};
-use crate::zinfo::{GzipCheckpointer, PushError, TarSpanHasher, ZinfoError};
+use crate::zinfo::{GzipCheckpointer, PushError, SpanDigester, TarSpanHasher, ZinfoError};
 use crate::ztoc::{
     BUILD_TOOL_IDENTIFIER, CompressionAlgorithm, CompressionInfo, FileMetadata, ZTOC_VERSION, Ztoc,
     ZtocBytes, hex_lower, tar_zinfo_bytes,
@@ -34,6 +35,25 @@ impl Default for IndexerLimits {
     }
 }
 
+/// How a [`LayerIndexer`] hashes the compressed bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexerOptions {
+    /// Also compute the sha256 of the whole blob ([`BuiltZtoc::blob_digest`]), so the caller
+    /// can verify the layer digest without hashing the blob a second time.
+    pub blob_digest: bool,
+    /// Hash on a second thread while this one inflates (the default). Off: one thread only.
+    pub background_hashing: bool,
+}
+
+impl Default for IndexerOptions {
+    fn default() -> Self {
+        Self {
+            blob_digest: false,
+            background_hashing: true,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
     #[error("{0}")]
@@ -60,15 +80,22 @@ pub struct BuiltZtoc {
     /// No entry has an xattr and none is an opaque whiteout: upstream's `xattr` optimisation may
     /// mark this layer `disable-xattrs`.
     pub xattr_free: bool,
+    /// `sha256:<hex>` of the whole blob, when [`IndexerOptions::blob_digest`] asked for it.
+    pub blob_digest: Option<String>,
 }
 
 enum Spans {
-    Gzip(GzipCheckpointer),
-    Tar(TarSpanHasher),
+    Gzip {
+        checkpointer: Box<GzipCheckpointer>,
+        /// Checkpoints already announced to the hasher.
+        announced: usize,
+    },
+    Tar,
 }
 
 pub struct LayerIndexer {
     spans: Spans,
+    hasher: BlobHasher,
     span_size: u64,
     tar: TarStreamReader,
     toc: TocCollector,
@@ -152,18 +179,36 @@ impl LayerIndexer {
         span_size: u64,
         limits: IndexerLimits,
     ) -> Result<Self, LayerError> {
+        Self::with_options(compression, span_size, limits, IndexerOptions::default())
+    }
+
+    pub fn with_options(
+        compression: LayerCompression,
+        span_size: u64,
+        limits: IndexerLimits,
+        options: IndexerOptions,
+    ) -> Result<Self, LayerError> {
         if span_size == 0 {
             return Err(LayerError::ZeroSpanSize);
         }
-        let spans = match compression {
-            LayerCompression::Gzip => Spans::Gzip(GzipCheckpointer::new(
-                span_size,
-                limits.max_uncompressed_bytes,
-            )?),
-            LayerCompression::Uncompressed => Spans::Tar(TarSpanHasher::new(span_size)),
+        let (spans, cuts) = match compression {
+            LayerCompression::Gzip => (
+                Spans::Gzip {
+                    checkpointer: Box::new(GzipCheckpointer::without_span_digests(
+                        span_size,
+                        limits.max_uncompressed_bytes,
+                    )?),
+                    announced: 0,
+                },
+                SpanCuts::Checkpoints(SpanDigester::new()),
+            ),
+            LayerCompression::Uncompressed => {
+                (Spans::Tar, SpanCuts::Fixed(TarSpanHasher::new(span_size)))
+            }
         };
         Ok(Self {
             spans,
+            hasher: BlobHasher::new(cuts, options.blob_digest, options.background_hashing),
             span_size,
             tar: TarStreamReader::new(),
             toc: TocCollector {
@@ -180,7 +225,17 @@ impl LayerIndexer {
         self.compressed_size
     }
 
-    pub fn push(&mut self, data: &[u8]) -> Result<(), LayerError> {
+    pub fn push(&mut self, mut data: &[u8]) -> Result<(), LayerError> {
+        // In pieces of the hasher's buffer size, so the hasher starts while the rest inflates.
+        while !data.is_empty() {
+            let (piece, rest) = data.split_at(data.len().min(CHUNK));
+            self.push_piece(piece)?;
+            data = rest;
+        }
+        Ok(())
+    }
+
+    fn push_piece(&mut self, data: &[u8]) -> Result<(), LayerError> {
         self.compressed_size += data.len() as u64;
         let tar = &mut self.tar;
         let toc = &mut self.toc;
@@ -194,64 +249,77 @@ impl LayerIndexer {
             })
         };
         let result = match &mut self.spans {
-            Spans::Gzip(checkpointer) => {
+            Spans::Gzip {
+                checkpointer,
+                announced,
+            } => {
                 let mut sink = |out: &[u8]| -> Result<(), TarError> {
                     if tar.is_done() {
                         return Ok(());
                     }
                     tar.push(out, &mut on_entry)
                 };
-                checkpointer.push(data, &mut sink).map_err(|e| match e {
+                let result = checkpointer.push(data, &mut sink).map_err(|e| match e {
                     PushError::Zinfo(z) => LayerError::Compression(z),
                     PushError::Sink(t) => LayerError::Tar(t),
-                })
+                });
+                // Cuts found in these bytes go to the hasher before the bytes themselves.
+                for &checkpoint in &checkpointer.checkpoints()[*announced..] {
+                    self.hasher.cut(checkpoint);
+                }
+                *announced = checkpointer.checkpoints().len();
+                result
             }
-            Spans::Tar(hasher) => {
+            Spans::Tar => {
                 if self.compressed_size > self.max_uncompressed {
                     return Err(ZinfoError::TooLarge(self.max_uncompressed).into());
                 }
-                hasher.push(data);
                 if tar.is_done() {
-                    return Ok(());
+                    Ok(())
+                } else {
+                    tar.push(data, &mut on_entry).map_err(LayerError::Tar)
                 }
-                tar.push(data, &mut on_entry).map_err(LayerError::Tar)
             }
         };
         match (result, collector_error) {
             (Err(_), Some(e)) => Err(e),
-            (result, _) => result,
+            (Err(e), None) => Err(e),
+            (Ok(()), _) => {
+                self.hasher.update(data);
+                Ok(())
+            }
         }
     }
 
     pub fn finish(mut self) -> Result<BuiltZtoc, LayerError> {
-        let (compression, span_digests) = match self.spans {
-            Spans::Gzip(checkpointer) => {
+        let compression = match self.spans {
+            Spans::Gzip { checkpointer, .. } => {
                 let zinfo = checkpointer.finish()?;
-                let info = CompressionInfo {
+                CompressionInfo {
                     algorithm: Some(CompressionAlgorithm::Gzip),
                     max_span_id: zinfo.checkpoints.len() as i32 - 1,
                     span_digests: Vec::new(),
                     checkpoints: zinfo.blob,
-                };
-                (info, zinfo.span_digests)
+                }
             }
-            Spans::Tar(hasher) => {
-                let (digests, size) = hasher.finish();
+            Spans::Tar => {
+                let size = self.compressed_size;
                 let span = self.span_size;
                 let mut max_span_id = (size / span) as i64;
-                if size % span == 0 {
+                if size.is_multiple_of(span) {
                     max_span_id -= 1;
                 }
-                let info = CompressionInfo {
+                CompressionInfo {
                     algorithm: Some(CompressionAlgorithm::Uncompressed),
                     max_span_id: max_span_id as i32,
                     span_digests: Vec::new(),
                     checkpoints: tar_zinfo_bytes(span as i64, size as i64),
-                };
-                (info, digests)
+                }
             }
         };
         let uncompressed_archive_size = self.tar.finish()?;
+        let hashes = self.hasher.finish();
+        let span_digests = hashes.span_digests;
         let span_count = span_digests.len();
         let xattr_free = self.toc.entries.iter().all(|e| {
             !e.name.ends_with(b".wh..wh..opq")
@@ -282,6 +350,9 @@ impl LayerIndexer {
             compressed_size: self.compressed_size,
             uncompressed_archive_size,
             xattr_free,
+            blob_digest: hashes
+                .blob_digest
+                .map(|d| format!("sha256:{}", hex_lower(&d))),
         })
     }
 }
@@ -289,6 +360,111 @@ impl LayerIndexer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+
+    /// A USTAR header for a regular file.
+    fn header(name: &str, size: usize) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[136..148].copy_from_slice(b"14000000000\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+
+    /// A tar of files of mixed compressibility, about `total` bytes.
+    fn tar(total: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut x: u32 = 7;
+        let mut i = 0;
+        while out.len() < total {
+            let size = 1000 + (i * 37_337) % 300_000;
+            out.extend_from_slice(&header(&format!("f{i}"), size));
+            out.extend((0..size).map(|j| {
+                x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                if i % 2 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    (j % 251) as u8
+                }
+            }));
+            out.resize(out.len().next_multiple_of(512), 0);
+            i += 1;
+        }
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    fn build(
+        blob: &[u8],
+        compression: LayerCompression,
+        options: IndexerOptions,
+        piece: usize,
+    ) -> BuiltZtoc {
+        let mut indexer =
+            LayerIndexer::with_options(compression, 65_536, IndexerLimits::default(), options)
+                .unwrap();
+        for p in blob.chunks(piece) {
+            indexer.push(p).unwrap();
+        }
+        indexer.finish().unwrap()
+    }
+
+    #[test]
+    fn background_hashing_gives_the_same_ztoc_and_the_blob_digest() {
+        let tar = tar(3 << 20);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        for (blob, compression) in [
+            (&gz, LayerCompression::Gzip),
+            (&tar, LayerCompression::Uncompressed),
+        ] {
+            let inline = IndexerOptions {
+                blob_digest: false,
+                background_hashing: false,
+            };
+            let reference = build(blob, compression, inline, blob.len());
+            assert!(reference.span_count > 10, "{compression:?}");
+            assert!(reference.blob_digest.is_none());
+            let want = format!("sha256:{}", hex_lower(&Sha256::digest(blob)));
+            for piece in [4096, 1 << 20, blob.len()] {
+                for background_hashing in [false, true] {
+                    let options = IndexerOptions {
+                        blob_digest: true,
+                        background_hashing,
+                    };
+                    let built = build(blob, compression, options, piece);
+                    assert_eq!(built.bytes.digest(), reference.bytes.digest());
+                    assert_eq!(built.span_count, reference.span_count);
+                    assert_eq!(built.blob_digest.as_deref(), Some(want.as_str()));
+                }
+            }
+            let default = build(blob, compression, IndexerOptions::default(), 1 << 20);
+            assert_eq!(default.bytes.digest(), reference.bytes.digest());
+        }
+    }
+
+    #[test]
+    fn an_abandoned_build_releases_its_hasher() {
+        let mut indexer = LayerIndexer::new(
+            LayerCompression::Uncompressed,
+            4096,
+            IndexerLimits::default(),
+        )
+        .unwrap();
+        indexer.push(&tar(2 << 20)[..(1 << 20) + 3]).unwrap();
+        drop(indexer); // must return: the hasher thread sees the hang-up
+    }
 
     #[test]
     fn typeflag_quoting_matches_go() {

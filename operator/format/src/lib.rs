@@ -6,12 +6,15 @@
 //! - [`inflate`]: gzip inflate that stops at deflate block boundaries (zlib-rs, `Z_BLOCK`).
 //! - [`zinfo`]: span checkpoints and span digests, built in one streaming pass.
 //! - [`ztoc`]: the zTOC model and its flatbuffer bytes (via [`flatbuf`], Go's builder semantics).
-//! - [`layer_indexer`]: one streaming pass from layer bytes to zTOC bytes.
+//! - [`ztoc_reader`]: reading zTOCs back (bounds-checked) and the span checks the snapshotter makes.
+//! - [`layer_indexer`]: one streaming pass from layer bytes to zTOC bytes (compressed bytes are
+//!   hashed on a second thread, in `blob_hasher`).
 //! - [`gojson`]: Go `encoding/json` writing and reading rules (escaping, key folding, base64).
 //! - [`oci`]: image-spec descriptors, manifests and indexes with Go JSON semantics; media types.
 //! - [`platform`]: containerd platform parsing, normalisation and strict matching.
 //! - [`convert`]: the `soci convert` / `soci create` plan, and assembly of the new JSON blobs.
 
+mod blob_hasher;
 pub mod convert;
 pub mod flatbuf;
 pub mod gojson;
@@ -23,3 +26,4 @@ pub mod platform;
 pub mod tar;
 pub mod zinfo;
 pub mod ztoc;
+pub mod ztoc_reader;

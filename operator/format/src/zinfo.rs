@@ -17,6 +17,7 @@
 
 use crate::inflate::{BlockInflater, InflateStatus};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 
 /// Bytes of uncompressed history stored with each checkpoint.
 pub const WINDOW_SIZE: usize = 32768;
@@ -76,27 +77,38 @@ pub struct GzipCheckpointer {
     /// Inflate's output buffer. zlib-rs may scribble past the bytes it reports (fast copies), so
     /// history is kept in a separate ring, not in the output buffer as upstream's C code does.
     output: Box<[u8]>,
-    /// The last `WINDOW_SIZE` bytes of output, circular; `window_pos` is the oldest byte.
+    /// Output history: the byte at uncompressed offset `p` lives at `p % WINDOW_SIZE`. Only bytes
+    /// that can fall into the next checkpoint's window are written (see `remember`).
     window: Box<[u8]>,
-    window_pos: usize,
     blob: Vec<u8>,
     checkpoints: Vec<Checkpoint>,
-    span_hasher: Option<Sha256>,
-    span_digests: Vec<[u8; 32]>,
-    last_input_byte: u8,
+    /// `None` when the caller hashes the spans itself (from [`checkpoints`](Self::checkpoints)).
+    span_hasher: Option<SpanDigester>,
     member_ended: bool,
     magic_seen: usize,
     stalled_calls: u32,
+    /// Stop at every block boundary, even where no checkpoint can be (the reference behaviour).
+    every_block: bool,
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-/// Output produced per inflate call at most.
-const OUTPUT_CHUNK: usize = 128 * 1024;
+/// Output produced per inflate call at most. zlib copies up to 32 KiB into its window on every
+/// return, so between checkpoints fewer, larger calls are cheaper.
+const OUTPUT_CHUNK: usize = 512 * 1024;
 /// Checkpoints are counted with an i32 on the wire.
 const MAX_CHECKPOINTS: usize = i32::MAX as usize;
 
 impl GzipCheckpointer {
+    /// A checkpointer that also hashes every span (in [`GzipZinfo::span_digests`]).
     pub fn new(span_size: u64, max_uncompressed: u64) -> Result<Self, ZinfoError> {
+        let mut cp = Self::without_span_digests(span_size, max_uncompressed)?;
+        cp.span_hasher = Some(SpanDigester::new());
+        Ok(cp)
+    }
+
+    /// A checkpointer that leaves `span_digests` empty: the caller hashes the compressed bytes
+    /// itself, cutting spans at [`checkpoints`](Self::checkpoints) (e.g. on another thread).
+    pub fn without_span_digests(span_size: u64, max_uncompressed: u64) -> Result<Self, ZinfoError> {
         let mut blob = Vec::with_capacity(BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE);
         blob.resize(BLOB_HEADER_SIZE, 0);
         Ok(Self {
@@ -108,15 +120,13 @@ impl GzipCheckpointer {
             last_checkpoint_out: 0,
             output: vec![0u8; OUTPUT_CHUNK].into_boxed_slice(),
             window: vec![0u8; WINDOW_SIZE].into_boxed_slice(),
-            window_pos: 0,
             blob,
             checkpoints: Vec::new(),
             span_hasher: None,
-            span_digests: Vec::new(),
-            last_input_byte: 0,
             member_ended: false,
             magic_seen: 0,
             stalled_calls: 0,
+            every_block: false,
         })
     }
 
@@ -126,6 +136,19 @@ impl GzipCheckpointer {
 
     pub fn total_out(&self) -> u64 {
         self.total_out
+    }
+
+    /// The checkpoints recorded so far. A checkpoint's compressed offset is never beyond the
+    /// bytes pushed when it appeared, nor before the start of the push that made it appear.
+    pub fn checkpoints(&self) -> &[Checkpoint] {
+        &self.checkpoints
+    }
+
+    /// Makes inflate stop at every deflate block, as upstream's code does, instead of only where a
+    /// checkpoint may follow. The output must be the same; tests and fuzzing compare the two.
+    #[doc(hidden)]
+    pub fn stop_at_every_block(&mut self) {
+        self.every_block = true;
     }
 
     /// Inflates `input`, handing every produced uncompressed chunk to `sink` in order.
@@ -147,26 +170,41 @@ impl GzipCheckpointer {
                 self.inflater.reset().map_err(ZinfoError::from)?;
                 self.member_ended = false;
             }
+            // No checkpoint can come before `total_out` passes `last + span`: until one output
+            // byte short of that, inflate without stopping at every block (each stop costs a
+            // window update in zlib); from there on, stop at each block as upstream does.
+            let quiet_until = self.last_checkpoint_out.saturating_add(self.span_size);
+            let (output, stop_at_block) =
+                if self.checkpoints.is_empty() || self.every_block || self.total_out >= quiet_until
+                {
+                    (&mut self.output[..], true)
+                } else {
+                    let room = (quiet_until - self.total_out).min(self.output.len() as u64);
+                    (&mut self.output[..room as usize], false)
+                };
             let step = self
                 .inflater
-                .inflate_block(input, &mut self.output)
+                .inflate(input, output, stop_at_block)
                 .map_err(ZinfoError::from)?;
-            let consumed = &input[..step.consumed];
-            if let Some(&last) = consumed.last() {
-                self.last_input_byte = last;
-                if let Some(hasher) = &mut self.span_hasher {
-                    hasher.update(consumed);
-                }
+            if let Some(hasher) = &mut self.span_hasher {
+                hasher.update(&input[..step.consumed]);
             }
             input = &input[step.consumed..];
             self.total_in += step.consumed as u64;
             if step.produced > 0 {
                 let produced = &self.output[..step.produced];
+                let start = self.total_out;
                 self.total_out += step.produced as u64;
                 if self.total_out > self.max_uncompressed {
                     return Err(ZinfoError::TooLarge(self.max_uncompressed).into());
                 }
-                remember(&mut self.window, &mut self.window_pos, produced);
+                // The next checkpoint is past `last + span`; its window starts after this.
+                let needed_from = self
+                    .last_checkpoint_out
+                    .saturating_add(self.span_size)
+                    .saturating_add(1)
+                    .saturating_sub(WINDOW_SIZE as u64);
+                remember(&mut self.window, start, produced, needed_from);
                 sink(produced).map_err(PushError::Sink)?;
             }
             if step.consumed == 0 && step.produced == 0 && !step.at_block_boundary() {
@@ -201,29 +239,23 @@ impl GzipCheckpointer {
         if self.checkpoints.len() >= MAX_CHECKPOINTS {
             return Err(ZinfoError::TooManyCheckpoints(self.checkpoints.len()));
         }
-        if let Some(hasher) = self.span_hasher.take() {
-            self.span_digests.push(hasher.finalize().into());
-        }
-        let mut hasher = Sha256::new();
-        if bits != 0 {
-            // The span starts at the partially used byte before the boundary.
-            hasher.update([self.last_input_byte]);
-        }
-        self.span_hasher = Some(hasher);
-
         let checkpoint = Checkpoint {
             compressed_offset: self.total_in,
             uncompressed_offset: self.total_out,
             bits,
         };
+        if let Some(hasher) = &mut self.span_hasher {
+            hasher.cut(checkpoint);
+        }
         self.blob
             .extend_from_slice(&checkpoint.compressed_offset.to_le_bytes());
         self.blob
             .extend_from_slice(&checkpoint.uncompressed_offset.to_le_bytes());
         self.blob.push(bits);
         // The 32 KiB before `out`, oldest first: zeros on the left while out < 32 KiB.
-        self.blob.extend_from_slice(&self.window[self.window_pos..]);
-        self.blob.extend_from_slice(&self.window[..self.window_pos]);
+        let pos = (self.total_out % WINDOW_SIZE as u64) as usize;
+        self.blob.extend_from_slice(&self.window[pos..]);
+        self.blob.extend_from_slice(&self.window[..pos]);
         self.checkpoints.push(checkpoint);
         self.last_checkpoint_out = self.total_out;
         Ok(())
@@ -241,30 +273,116 @@ impl GzipCheckpointer {
         if !self.member_ended || self.checkpoints.is_empty() {
             return Err(ZinfoError::Truncated(self.total_in));
         }
-        if let Some(hasher) = self.span_hasher.take() {
-            self.span_digests.push(hasher.finalize().into());
-        }
+        let span_digests = self
+            .span_hasher
+            .take()
+            .map(SpanDigester::finish)
+            .unwrap_or_default();
         let count = self.checkpoints.len() as i32;
         self.blob[0..4].copy_from_slice(&count.to_le_bytes());
         self.blob[4..12].copy_from_slice(&(self.span_size as i64).to_le_bytes());
         Ok(GzipZinfo {
             blob: self.blob,
             checkpoints: self.checkpoints,
-            span_digests: self.span_digests,
+            span_digests,
             compressed_size: self.total_in,
             uncompressed_size: self.total_out,
         })
     }
 }
 
-/// Appends `data` to the circular `window` whose oldest byte is at `pos`.
-fn remember(window: &mut [u8], pos: &mut usize, data: &[u8]) {
-    let data = &data[data.len().saturating_sub(window.len())..];
-    let first = (window.len() - *pos).min(data.len());
-    window[*pos..*pos + first].copy_from_slice(&data[..first]);
+/// Stores the output bytes `data`, which start at uncompressed offset `start`, in the `window`
+/// ring (offset `p` at `p % WINDOW_SIZE`). Bytes before `needed_from` cannot be in the next
+/// checkpoint's window and are not copied: with 4 MiB spans that skips almost all copying.
+fn remember(window: &mut [u8], start: u64, data: &[u8], needed_from: u64) {
+    let skip = needed_from.saturating_sub(start).min(data.len() as u64) as usize;
+    let skip = skip.max(data.len().saturating_sub(WINDOW_SIZE));
+    let data = &data[skip..];
+    if data.is_empty() {
+        return;
+    }
+    let pos = ((start + skip as u64) % WINDOW_SIZE as u64) as usize;
+    let first = (WINDOW_SIZE - pos).min(data.len());
+    window[pos..pos + first].copy_from_slice(&data[..first]);
     let rest = &data[first..];
     window[..rest.len()].copy_from_slice(rest);
-    *pos = (*pos + data.len()) % window.len();
+}
+
+/// The sha256 of each span's compressed bytes. Span `i` runs from its checkpoint's compressed
+/// offset (one byte earlier when the checkpoint has unused bits: that byte is shared) to the next
+/// checkpoint's offset; the last runs to the end; bytes before the first checkpoint (the gzip
+/// header) belong to no span. A cut may be announced before the bytes it falls in arrive, so the
+/// same code serves inline hashing and the background hasher.
+#[derive(Debug, Clone, Default)]
+pub struct SpanDigester {
+    /// Compressed bytes seen so far.
+    position: u64,
+    last_byte: u8,
+    current: Option<Sha256>,
+    /// Announced cuts not reached yet, in order.
+    pending: VecDeque<Checkpoint>,
+    digests: Vec<[u8; 32]>,
+}
+
+impl SpanDigester {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Announces the start of the next span. Cuts come in stream order, and never behind the
+    /// bytes already hashed (a cut exactly at the current position is fine).
+    pub fn cut(&mut self, checkpoint: Checkpoint) {
+        debug_assert!(checkpoint.compressed_offset >= self.position);
+        self.pending.push_back(checkpoint);
+        self.apply_due_cuts();
+    }
+
+    /// The next compressed bytes, in stream order.
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = self.pending.front().map_or(data.len(), |c| {
+                c.compressed_offset
+                    .saturating_sub(self.position)
+                    .min(data.len() as u64) as usize
+            });
+            if take > 0 {
+                if let Some(hasher) = &mut self.current {
+                    hasher.update(&data[..take]);
+                }
+                self.last_byte = data[take - 1];
+                self.position += take as u64;
+                data = &data[take..];
+            }
+            self.apply_due_cuts();
+        }
+    }
+
+    fn apply_due_cuts(&mut self) {
+        while let Some(cut) = self.pending.front().copied() {
+            if cut.compressed_offset > self.position {
+                break;
+            }
+            self.pending.pop_front();
+            if let Some(done) = self.current.take() {
+                self.digests.push(done.finalize().into());
+            }
+            let mut hasher = Sha256::new();
+            if cut.bits != 0 {
+                // The span starts at the partially used byte before the boundary.
+                hasher.update([self.last_byte]);
+            }
+            self.current = Some(hasher);
+        }
+    }
+
+    /// Closes the last span; returns one digest per span.
+    pub fn finish(mut self) -> Vec<[u8; 32]> {
+        self.apply_due_cuts();
+        if let Some(done) = self.current.take() {
+            self.digests.push(done.finalize().into());
+        }
+        self.digests
+    }
 }
 
 #[derive(Debug)]
@@ -413,6 +531,140 @@ mod tests {
                 .map_or(gz.len(), |n| n.compressed_offset as usize);
             let expect: [u8; 32] = Sha256::digest(&gz[start..end]).into();
             assert_eq!(a.span_digests[i], expect, "span {i}");
+        }
+    }
+
+    /// Compresses `data` the way odd producers do: random levels, sync/full/partial flushes at
+    /// random points (empty stored blocks, blocks ending anywhere), several members.
+    fn odd_gzip(data: &[u8], seed: u64) -> Vec<u8> {
+        use flate2::{Compress, FlushCompress, Status};
+        let mut x = seed | 1;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut out = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let member = rest.len().min(1 + next(400_000) as usize);
+            let (mine, later) = rest.split_at(member);
+            rest = later;
+            // A gzip member by hand: raw deflate between a minimal header and the trailer.
+            out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+            let mut c = Compress::new(Compression::new(next(10) as u32), false);
+            let mut input = mine;
+            loop {
+                let piece = input.len().min(1 + next(70_000) as usize);
+                let flush = match (input.len() == piece, next(4)) {
+                    (true, _) => FlushCompress::Finish,
+                    (_, 0) => FlushCompress::Sync,
+                    (_, 1) => FlushCompress::Full,
+                    (_, 2) => FlushCompress::Partial,
+                    _ => FlushCompress::None,
+                };
+                let mut buf = vec![0u8; piece * 2 + 1024];
+                let before_in = c.total_in();
+                let before_out = c.total_out();
+                let status = c.compress(&input[..piece], &mut buf, flush).unwrap();
+                let used = (c.total_in() - before_in) as usize;
+                out.extend_from_slice(&buf[..(c.total_out() - before_out) as usize]);
+                input = &input[used..];
+                if status == Status::StreamEnd {
+                    break;
+                }
+            }
+            let crc = {
+                let mut h = flate2::Crc::new();
+                h.update(mine);
+                h.sum()
+            };
+            out.extend_from_slice(&crc.to_le_bytes());
+            out.extend_from_slice(&(mine.len() as u32).to_le_bytes());
+        }
+        out
+    }
+
+    fn zinfo_of(stream: &[u8], span: u64, chunk: usize, every_block: bool) -> GzipZinfo {
+        let mut cp = GzipCheckpointer::new(span, u64::MAX).unwrap();
+        if every_block {
+            cp.stop_at_every_block();
+        }
+        for piece in stream.chunks(chunk) {
+            cp.push::<()>(piece, &mut |_| Ok(())).unwrap();
+        }
+        cp.finish().unwrap()
+    }
+
+    #[test]
+    fn skipping_block_stops_between_checkpoints_changes_nothing() {
+        // The reference stops at every block, as upstream does; we stop only near checkpoints.
+        for seed in 1..=12u64 {
+            let data = sample(200_000 + (seed as usize * 77_777) % 900_000);
+            let stream = odd_gzip(&data, seed);
+            for span in [1u64, 700, 4096, 65_536, 100_000 + seed * 999] {
+                let want = zinfo_of(&stream, span, stream.len(), true);
+                for chunk in [stream.len(), 4093] {
+                    let got = zinfo_of(&stream, span, chunk, false);
+                    assert_eq!(got.checkpoints, want.checkpoints, "seed {seed} span {span}");
+                    assert!(got.blob == want.blob, "seed {seed} span {span}: windows");
+                    assert!(
+                        got.span_digests == want.span_digests,
+                        "seed {seed} span {span}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// One member whose blocks end exactly at each of `ends` (flushed there with `flush`).
+    fn gzip_with_block_ends(data: &[u8], ends: &[usize], flush: flate2::FlushCompress) -> Vec<u8> {
+        use flate2::{Compress, FlushCompress};
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+        let mut c = Compress::new(Compression::new(6), false);
+        let mut start = 0;
+        for (i, &end) in ends.iter().chain([&data.len()]).enumerate() {
+            let f = if i == ends.len() {
+                FlushCompress::Finish
+            } else {
+                flush
+            };
+            let mut buf = vec![0u8; (end - start) * 2 + 1024];
+            let before = c.total_out();
+            c.compress(&data[start..end], &mut buf, f).unwrap();
+            assert_eq!(c.total_in() as usize, end);
+            out.extend_from_slice(&buf[..(c.total_out() - before) as usize]);
+            start = end;
+        }
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_block_ending_exactly_where_a_checkpoint_may_start_is_seen() {
+        // The first checkpoint is at 0, so with span s the second is the first boundary after
+        // s + 1 bytes: put one exactly there. Inflate must not run past it with a full buffer.
+        let data = sample(300_000);
+        let p = 100_000;
+        for flush in [
+            flate2::FlushCompress::Sync,
+            flate2::FlushCompress::Full,
+            flate2::FlushCompress::Partial,
+        ] {
+            let stream = gzip_with_block_ends(&data, &[p, 2 * p], flush);
+            for span in (p as u64 - 3)..=(p as u64 + 1) {
+                let want = zinfo_of(&stream, span, stream.len(), true);
+                let got = zinfo_of(&stream, span, stream.len(), false);
+                if span == p as u64 - 1 {
+                    assert_eq!(want.checkpoints[1].uncompressed_offset, p as u64);
+                }
+                assert_eq!(got.checkpoints, want.checkpoints, "span {span} {flush:?}");
+                assert!(got.blob == want.blob && got.span_digests == want.span_digests);
+            }
         }
     }
 
