@@ -1,35 +1,39 @@
-//! The whole conversion of one image: plan (pure, in `soci_format::convert`), build the zTOCs of
-//! the planned layers in parallel (each in one streaming pass), assemble the new manifests and
-//! image index (pure), then write the result so that nothing incomplete is ever visible.
+//! The whole conversion of one image, whatever it is read from and written to:
+//! resolve and plan (pure, in `soci_format::convert`, over the source's small JSON blobs),
+//! build the zTOCs of the planned layers in parallel (each streamed once from the source into
+//! a `LayerIndexer` on a blocking thread), assemble the new manifests and image index (pure),
+//! then write: blobs first (zTOCs, new JSON, the source's layers and configs), then manifests
+//! children before parents, and last the commit (the tag, or the layout's `index.json`), so
+//! that nothing incomplete is ever visible.
 
-use crate::image::ImageRef;
-use crate::image::layout::{LayoutWriter, OciLayout};
+use crate::image::layout::ResolvedRoot;
+use crate::image::{BlobReader, ImageSink, ImageSource, PutOutcome, VerifiedReader};
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::{Digest, Sha256};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
 use soci_format::convert::{
-    BlobSource, ConvertOptions, IndexVersion, LayerToIndex, PlatformSelection, ZtocInfo,
-    plan_conversion,
+    ConversionPlan, ConvertOptions, IndexVersion, LayerPlan, LayerToIndex, PlatformSelection,
+    ZtocInfo, plan_conversion,
 };
 use soci_format::layer_indexer::{IndexerLimits, LayerCompression, LayerIndexer};
-use soci_format::oci::{Descriptor, Index, Manifest};
+use soci_format::oci::{self, Descriptor, Index, Manifest};
 use soci_format::ztoc::ZtocBytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
-/// Bytes read from a layer per push into the indexer.
-pub const LAYER_READ_CHUNK: usize = 1 << 20;
-
-const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Chunks queued between a layer's reader and its indexing thread: bounds memory per layer
+/// to this many chunks (1 MiB from files, smaller from the network).
+const INDEXER_QUEUE: usize = 8;
 
 /// How a layer media type is read (containerd's `DiffCompression`, as upstream uses it);
 /// `None` for layers upstream skips (zstd, wrapped types), an error for non-layer types.
 pub fn compression_of_media_type(media_type: &str) -> Result<Option<LayerCompression>> {
-    if !soci_format::oci::is_layer_type(media_type) {
+    if !oci::is_layer_type(media_type) {
         bail!("media type {media_type:?} is not a layer type");
     }
-    Ok(match soci_format::oci::diff_compression(media_type) {
+    Ok(match oci::diff_compression(media_type) {
         Some("gzip") => Some(LayerCompression::Gzip),
         Some("unknown") => Some(LayerCompression::Uncompressed),
         Some("") if media_type == "application/vnd.oci.image.layer.v1.tar" => {
@@ -45,7 +49,7 @@ pub struct ConvertSettings {
     pub span_size: u64,
     pub min_layer_size: i64,
     pub index_version: IndexVersion,
-    /// Layers indexed at once.
+    /// Layers indexed (and blobs written) at once.
     pub jobs: usize,
     pub limits: IndexerLimits,
     /// Upstream's opt-in `xattr` optimisation: mark layers without xattrs `disable-xattrs`.
@@ -67,67 +71,74 @@ pub struct LayerReport {
     pub seconds: f64,
 }
 
+/// What writing the result did, counted per blob or manifest.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferReport {
+    pub written: usize,
+    pub bytes_written: u64,
+    /// Mounted from the source repository, or hard-linked from the source layout.
+    pub linked: usize,
+    pub already_present: usize,
+}
+
+impl TransferReport {
+    fn add(&mut self, outcome: PutOutcome) {
+        match outcome {
+            PutOutcome::Written(n) => {
+                self.written += 1;
+                self.bytes_written += n;
+            }
+            PutOutcome::Linked => self.linked += 1,
+            PutOutcome::Present => self.already_present += 1,
+        }
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConvertReport {
+    pub source: String,
+    pub destination: String,
     pub image_index: Descriptor,
     pub soci_indexes: Vec<Descriptor>,
     pub layers: Vec<LayerReport>,
     pub skipped_layers: Vec<String>,
     pub already_converted: bool,
+    pub transfer: TransferReport,
     pub seconds: f64,
 }
 
-/// The source layout's blobs, plus the image index made while resolving the root.
-struct LayoutBlobs<'a> {
-    layout: &'a OciLayout,
-    extra: Option<&'a (Descriptor, Vec<u8>)>,
-}
-
-impl BlobSource for LayoutBlobs<'_> {
-    fn get(&self, digest: &str) -> std::result::Result<Option<Vec<u8>>, String> {
-        if let Some((desc, bytes)) = self.extra
-            && desc.digest == digest
-        {
-            return Ok(Some(bytes.clone()));
-        }
-        self.layout
-            .read_small_blob(digest)
-            .map_err(|e| format!("{e:#}"))
-    }
-}
-
-pub fn convert(
-    src: &ImageRef,
-    dst: &ImageRef,
-    settings: &ConvertSettings,
-) -> Result<ConvertReport> {
-    let started = Instant::now();
-    let ImageRef::Layout {
-        dir: src_dir,
-        reference: src_ref,
-    } = src;
-    let ImageRef::Layout {
-        dir: dst_dir,
-        reference: dst_ref,
-    } = dst;
-    let source = OciLayout::open(src_dir)?;
-    let root = source.resolve_root(src_ref.as_deref())?;
-    let target = root.target.clone();
-
-    let options = ConvertOptions {
+fn convert_options(settings: &ConvertSettings) -> ConvertOptions {
+    ConvertOptions {
         platforms: settings.platforms.clone(),
         min_layer_size: settings.min_layer_size,
         span_size: settings.span_size as i64,
         index_version: settings.index_version,
         host_platform: soci_format::platform::host_platform(),
-    };
-    let blobs = LayoutBlobs {
-        layout: &source,
-        extra: root.synthesized.as_ref(),
-    };
-    let plan = plan_conversion(&target, &blobs, &options)
-        .map_err(|e| anyhow!("{}: {e}", src_dir.display()))?;
+    }
+}
+
+/// Resolves the source image and plans its conversion (no layer is read).
+pub async fn plan<S: ImageSource>(
+    source: &S,
+    settings: &ConvertSettings,
+) -> Result<(ResolvedRoot, ConversionPlan)> {
+    let root = source.resolve().await?;
+    let blobs = source.json_blobs(&root).await?;
+    let plan = plan_conversion(&root.target, &*blobs, &convert_options(settings))
+        .map_err(|e| anyhow!("{}: {e}", source.describe()))?;
+    drop(blobs);
+    Ok((root, plan))
+}
+
+pub async fn convert<S: ImageSource, D: ImageSink>(
+    source: &S,
+    sink: D,
+    settings: &ConvertSettings,
+) -> Result<ConvertReport> {
+    let started = Instant::now();
+    let (root, plan) = plan(source, settings).await?;
     let skipped_layers = plan
         .skipped_layers()
         .iter()
@@ -135,7 +146,7 @@ pub fn convert(
         .collect::<Vec<_>>();
 
     let layers = plan.layers_to_index();
-    let built = build_ztocs(&source, &layers, settings)?;
+    let built = build_ztocs(source, &layers, settings).await?;
     let ztoc_infos: BTreeMap<String, ZtocInfo> = built
         .iter()
         .map(|(layer, (bytes, report))| {
@@ -149,52 +160,27 @@ pub fn convert(
         .collect();
     let output = plan
         .assemble(&ztoc_infos)
-        .map_err(|e| anyhow!("{}: {e}", src_dir.display()))?;
+        .map_err(|e| anyhow!("{}: {e}", source.describe()))?;
 
-    let writer = LayoutWriter::create(dst_dir)?;
-    let mut new_blobs: HashMap<&str, &[u8]> = HashMap::new();
+    let mut new_blobs: HashMap<String, Bytes> = HashMap::new();
     for (desc, bytes) in output.blobs.iter().chain(root.synthesized.iter()) {
-        new_blobs.insert(desc.digest.as_str(), bytes);
+        new_blobs.insert(desc.digest.clone(), Bytes::from(bytes.clone()));
     }
-    let ztoc_by_digest: HashMap<&str, &ZtocBytes> = built
+    let ztocs: HashMap<String, &ZtocBytes> = built
         .values()
-        .map(|(bytes, _)| (bytes.digest(), bytes))
+        .map(|(bytes, _)| (bytes.digest().to_string(), bytes))
         .collect();
 
     let mut roots = vec![output.image_index.clone()];
     if matches!(settings.index_version, IndexVersion::V1) {
         roots.extend(output.soci_indexes.iter().map(|(_, d)| d.clone()));
     }
-    let mut seen = HashSet::new();
-    for root in &roots {
-        copy_graph(
-            root,
-            &source,
-            &writer,
-            &new_blobs,
-            &ztoc_by_digest,
-            &mut seen,
-        )?;
+    let mut graph = WriteList::default();
+    for r in &roots {
+        collect_writes(r, source, &new_blobs, &ztocs, &mut graph).await?;
     }
-
-    let mut entries = Vec::new();
-    for root in roots {
-        let mut entry = root;
-        if let Some(name) = dst_ref {
-            entry
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert("org.opencontainers.image.ref.name".into(), name.clone());
-        }
-        entries.push(entry);
-    }
-    let layout_index = Index {
-        schema_version: 2,
-        media_type: MEDIA_TYPE_OCI_INDEX.into(),
-        manifests: Some(entries),
-        ..Default::default()
-    };
-    writer.commit(&layout_index.to_go_json())?;
+    let destination = sink.describe();
+    let transfer = write_all(source, sink, &graph, &roots, settings.jobs).await?;
 
     let mut layer_reports: Vec<LayerReport> = layers
         .iter()
@@ -202,105 +188,86 @@ pub fn convert(
         .collect();
     layer_reports.sort_by(|a, b| a.layer_digest.cmp(&b.layer_digest));
     Ok(ConvertReport {
+        source: source.describe(),
+        destination,
         image_index: output.image_index,
         soci_indexes: output.soci_indexes.into_iter().map(|(_, d)| d).collect(),
         layers: layer_reports,
         skipped_layers,
         already_converted: output.already_converted,
+        transfer,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
 /// Builds every planned layer's zTOC, `settings.jobs` at a time. The first failure stops the
 /// remaining work and is returned with the layer named.
-fn build_ztocs(
-    source: &OciLayout,
+async fn build_ztocs<S: ImageSource>(
+    source: &S,
     layers: &[LayerToIndex],
     settings: &ConvertSettings,
 ) -> Result<HashMap<String, (ZtocBytes, LayerReport)>> {
-    let queue = Mutex::new(layers.iter());
-    let results = Mutex::new(HashMap::new());
-    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let workers = settings.jobs.clamp(1, layers.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    if failure.lock().expect("lock").is_some() {
-                        return;
-                    }
-                    let Some(layer) = queue.lock().expect("lock").next() else {
-                        return;
-                    };
-                    match build_one(source, layer, settings) {
-                        Ok(done) => {
-                            eprintln!(
-                                "layer {} -> ztoc {}",
-                                layer.descriptor.digest,
-                                done.0.digest()
-                            );
-                            results
-                                .lock()
-                                .expect("lock")
-                                .insert(layer.descriptor.digest.clone(), done);
-                        }
-                        Err(e) => {
-                            failure.lock().expect("lock").get_or_insert(e);
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().expect("lock") {
-        return Err(e);
-    }
-    Ok(results.into_inner().expect("lock"))
+    stream::iter(layers)
+        .map(|layer| async move {
+            let built = build_one(source, layer, settings).await?;
+            eprintln!(
+                "layer {} -> ztoc {}",
+                layer.descriptor.digest,
+                built.0.digest()
+            );
+            Ok::<_, anyhow::Error>((layer.descriptor.digest.clone(), built))
+        })
+        .buffer_unordered(settings.jobs.max(1))
+        .try_collect()
+        .await
 }
 
-fn build_one(
-    source: &OciLayout,
+/// Streams one layer into a `LayerIndexer` running on a blocking thread. The reader checks
+/// size and digest as the bytes pass; a mismatch fails the layer even if indexing succeeded.
+async fn build_one<S: ImageSource>(
+    source: &S,
     layer: &LayerToIndex,
     settings: &ConvertSettings,
 ) -> Result<(ZtocBytes, LayerReport)> {
     let started = Instant::now();
     let desc = &layer.descriptor;
-    let context = || format!("layer {} ({})", desc.digest, desc.media_type);
-    let mut file = source.open_blob(&desc.digest).with_context(context)?;
-    let mut indexer = LayerIndexer::new(layer.compression, settings.span_size, settings.limits)
-        .with_context(context)?;
-    let mut whole = Sha256::new();
-    let mut buf = vec![0u8; LAYER_READ_CHUNK];
-    let mut read = 0u64;
+    let label = format!(
+        "layer {} ({}) of {}",
+        desc.digest,
+        desc.media_type,
+        source.describe()
+    );
+    let mut reader = VerifiedReader::new(source.open_blob(desc).await?, desc, label.clone());
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(INDEXER_QUEUE);
+    let (compression, span_size, limits) = (layer.compression, settings.span_size, settings.limits);
+    let indexing = tokio::task::spawn_blocking(move || {
+        let mut indexer = LayerIndexer::new(compression, span_size, limits)?;
+        while let Some(chunk) = receiver.blocking_recv() {
+            indexer.push(&chunk)?;
+        }
+        indexer.finish()
+    });
+    let mut read_error = None;
     loop {
-        let n = file.read(&mut buf).with_context(context)?;
-        if n == 0 {
-            break;
+        match reader.next_chunk().await {
+            Ok(Some(chunk)) => {
+                if sender.send(chunk).await.is_err() {
+                    break; // the indexer failed; its error is reported below
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
         }
-        read += n as u64;
-        if read > desc.size as u64 {
-            bail!(
-                "{}: blob is larger than its descriptor's size {}",
-                context(),
-                desc.size
-            );
-        }
-        whole.update(&buf[..n]);
-        indexer.push(&buf[..n]).with_context(context)?;
     }
-    if read != desc.size as u64 {
-        bail!(
-            "{}: blob has {read} bytes, its descriptor says {}",
-            context(),
-            desc.size
-        );
+    drop(sender);
+    let indexed = indexing.await.context("indexing thread")?;
+    if let Some(e) = read_error {
+        return Err(e.context(label));
     }
-    let actual = format!("sha256:{}", soci_format::ztoc::hex_lower(&whole.finalize()));
-    if actual != desc.digest {
-        bail!("{}: content has digest {actual}", context());
-    }
-    let built = indexer.finish().with_context(context)?;
+    let built = indexed.with_context(|| label.clone())?;
     let report = LayerReport {
         xattr_free: built.xattr_free,
         layer_digest: desc.digest.clone(),
@@ -315,71 +282,202 @@ fn build_one(
     Ok((built.bytes, report))
 }
 
-/// Writes `desc` and everything it references that exists: new blobs from this conversion,
-/// zTOCs, or blobs of the source layout.
-fn copy_graph(
-    desc: &Descriptor,
-    source: &OciLayout,
-    writer: &LayoutWriter,
-    new_blobs: &HashMap<&str, &[u8]>,
-    ztocs: &HashMap<&str, &ZtocBytes>,
-    seen: &mut HashSet<String>,
-) -> Result<()> {
-    if !seen.insert(desc.digest.clone()) {
-        return Ok(());
-    }
-    let json: Option<Vec<u8>> = if let Some(bytes) = new_blobs.get(desc.digest.as_str()) {
-        writer.put_blob(&desc.digest, &[bytes])?;
-        Some(bytes.to_vec())
-    } else if let Some(ztoc) = ztocs.get(desc.digest.as_str()) {
-        writer.put_blob(&desc.digest, &ztoc.parts())?;
-        None
-    } else if source.has_blob(&desc.digest) {
-        writer.put_blob_from(source, &desc.digest)?;
-        if is_manifest_or_index(&desc.media_type) {
-            source.read_small_blob(&desc.digest)?
+enum Content<'z> {
+    New(Bytes),
+    /// Concatenated only when written, `jobs` at a time, so zTOCs are not held twice.
+    Ztoc(&'z ZtocBytes),
+    FromSource,
+}
+
+/// Everything the result references, in write order: blobs (any order), then manifests with
+/// children before parents.
+#[derive(Default)]
+struct WriteList<'z> {
+    seen: HashSet<String>,
+    blobs: Vec<(Descriptor, Content<'z>)>,
+    manifests: Vec<(Descriptor, Bytes)>,
+}
+
+/// Adds `desc` and what it references that exists: new blobs from this conversion, zTOCs, or
+/// content of the source. Content the source never had (a platform that was not pulled into
+/// a layout) is left dangling, as upstream does.
+fn collect_writes<'a, 'z: 'a, S: ImageSource>(
+    desc: &'a Descriptor,
+    source: &'a S,
+    new_blobs: &'a HashMap<String, Bytes>,
+    ztocs: &'a HashMap<String, &'z ZtocBytes>,
+    list: &'a mut WriteList<'z>,
+) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
+    Box::pin(async move {
+        if !list.seen.insert(desc.digest.clone()) {
+            return Ok(());
+        }
+        let is_json =
+            oci::is_index_type(&desc.media_type) || oci::is_manifest_type(&desc.media_type);
+        let json = if let Some(bytes) = new_blobs.get(&desc.digest) {
+            if !is_json {
+                list.blobs.push((desc.clone(), Content::New(bytes.clone())));
+                return Ok(());
+            }
+            bytes.clone()
+        } else if let Some(ztoc) = ztocs.get(&desc.digest) {
+            list.blobs.push((desc.clone(), Content::Ztoc(ztoc)));
+            return Ok(());
+        } else if is_json {
+            match source.read_json(desc).await? {
+                Some(bytes) => Bytes::from(bytes),
+                None => return Ok(()),
+            }
         } else {
-            None
+            if source.has_blob(desc).await? {
+                list.blobs.push((desc.clone(), Content::FromSource));
+            }
+            return Ok(());
+        };
+        let children = if oci::is_index_type(&desc.media_type) {
+            Index::from_json(&json)
+                .map_err(|e| anyhow!("index {}: {e}", desc.digest))?
+                .manifests
+                .unwrap_or_default()
+        } else {
+            let m =
+                Manifest::from_json(&json).map_err(|e| anyhow!("manifest {}: {e}", desc.digest))?;
+            let mut c = vec![m.config];
+            c.extend(m.layers.unwrap_or_default());
+            c
+        };
+        for child in &children {
+            collect_writes(child, source, new_blobs, ztocs, list).await?;
         }
-    } else {
-        // Content the source never had (a platform that was not pulled): left dangling, as upstream does.
-        return Ok(());
-    };
-    let Some(json) = json else { return Ok(()) };
-    if is_index(&desc.media_type) {
-        let index = Index::from_json(&json).map_err(|e| anyhow!("index {}: {e}", desc.digest))?;
-        for child in index.manifests.unwrap_or_default() {
-            copy_graph(&child, source, writer, new_blobs, ztocs, seen)?;
-        }
-    } else if is_manifest(&desc.media_type) {
-        let manifest =
-            Manifest::from_json(&json).map_err(|e| anyhow!("manifest {}: {e}", desc.digest))?;
-        copy_graph(&manifest.config, source, writer, new_blobs, ztocs, seen)?;
-        for layer in manifest.layers.unwrap_or_default() {
-            copy_graph(&layer, source, writer, new_blobs, ztocs, seen)?;
-        }
+        list.manifests.push((desc.clone(), json));
+        Ok(())
+    })
+}
+
+async fn write_all<S: ImageSource, D: ImageSink>(
+    source: &S,
+    sink: D,
+    list: &WriteList<'_>,
+    roots: &[Descriptor],
+    jobs: usize,
+) -> Result<TransferReport> {
+    let mut report = TransferReport::default();
+    let sink_ref = &sink;
+    let outcomes: Vec<PutOutcome> = stream::iter(&list.blobs)
+        .map(|(desc, content)| async move {
+            match content {
+                Content::New(bytes) => sink_ref.put_blob(desc, bytes.clone()).await,
+                Content::Ztoc(ztoc) => sink_ref.put_blob(desc, Bytes::from(ztoc.to_vec())).await,
+                Content::FromSource => sink_ref.copy_blob(source, desc).await,
+            }
+            .with_context(|| format!("writing blob {} to {}", desc.digest, sink_ref.describe()))
+        })
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await?;
+    outcomes.into_iter().for_each(|o| report.add(o));
+    for (desc, bytes) in &list.manifests {
+        let outcome = sink
+            .put_manifest(desc, bytes.clone())
+            .await
+            .with_context(|| format!("writing manifest {} to {}", desc.digest, sink.describe()))?;
+        report.add(outcome);
     }
-    Ok(())
+    let by_digest: HashMap<&str, &Bytes> = list
+        .manifests
+        .iter()
+        .map(|(d, b)| (d.digest.as_str(), b))
+        .collect();
+    let mut committed = Vec::new();
+    for root in roots {
+        let bytes = by_digest
+            .get(root.digest.as_str())
+            .map(|b| (*b).clone())
+            .unwrap_or_default();
+        committed.push((root.clone(), bytes));
+    }
+    let destination = sink.describe();
+    sink.commit(committed)
+        .await
+        .with_context(|| format!("publishing {destination}"))?;
+    Ok(report)
 }
 
-fn is_index(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        "application/vnd.oci.image.index.v1+json"
-            | "application/vnd.docker.distribution.manifest.list.v2+json"
-    )
+/// The plan as `--dry-run` shows it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanReport {
+    pub source: String,
+    pub image: Descriptor,
+    pub platforms: Vec<PlatformPlanReport>,
+    /// Layers without a zTOC, with the reason (also those of platforms dropped for having none).
+    pub skipped_layers: Vec<String>,
 }
 
-fn is_manifest(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        "application/vnd.oci.image.manifest.v1+json"
-            | "application/vnd.docker.distribution.manifest.v2+json"
-    )
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformPlanReport {
+    pub platform: String,
+    pub manifest: String,
+    pub layers: Vec<LayerPlanReport>,
 }
 
-fn is_manifest_or_index(media_type: &str) -> bool {
-    is_index(media_type) || is_manifest(media_type)
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerPlanReport {
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+    /// `index`, or `skip`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+pub fn plan_report(source: &str, plan: &ConversionPlan, min_layer_size: i64) -> PlanReport {
+    let platforms = plan
+        .platforms()
+        .iter()
+        .map(|p| PlatformPlanReport {
+            platform: soci_format::platform::format(&p.platform),
+            manifest: p.manifest.digest.clone(),
+            layers: p
+                .layers
+                .iter()
+                .map(|(d, action)| {
+                    let (action, reason) = match action {
+                        LayerPlan::Index(_) => ("index", None),
+                        LayerPlan::TooSmall => (
+                            "skip",
+                            Some(format!("smaller than min-layer-size {min_layer_size}")),
+                        ),
+                        LayerPlan::Unsupported { compression } => (
+                            "skip",
+                            Some(format!("unsupported compression {compression:?}")),
+                        ),
+                        LayerPlan::Prefetch => ("skip", Some("prefetch artifact".into())),
+                    };
+                    LayerPlanReport {
+                        digest: d.digest.clone(),
+                        media_type: d.media_type.clone(),
+                        size: d.size,
+                        action,
+                        reason,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    PlanReport {
+        source: source.to_string(),
+        image: plan.target().clone(),
+        platforms,
+        skipped_layers: plan
+            .skipped_layers()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,19 @@
 //! `soci-operator convert SRC DST`: the SOCI conversion of one image, like upstream
-//! `soci convert --standalone --format oci-dir`, with byte-identical output.
+//! `soci convert --standalone`, with byte-identical output; each side is an OCI image layout
+//! (`oci:DIR[:REF]`) or a registry reference.
 
-use crate::conversion::{ConvertSettings, convert};
-use crate::image::ImageRef;
-use anyhow::{Result, bail};
+use super::registry_args::RegistryArgs;
+use crate::conversion::{ConvertReport, ConvertSettings, PlanReport, convert, plan, plan_report};
+use crate::exit::UsageError;
+use crate::image::layout_io::{LayoutSink, LayoutSource};
+use crate::image::registry_io::{RegistrySink, RegistrySource};
+use crate::image::{ImageRef, ImageSource};
+use crate::registry::RegistryClient;
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use soci_format::convert::{IndexVersion, PlatformSelection};
 use soci_format::layer_indexer::IndexerLimits;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum IndexVersionArg {
@@ -27,9 +34,11 @@ enum OutputFormat {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// The image to convert: oci:DIR[:REF] (an OCI image layout).
+    /// The image to convert: a registry reference (host[:port]/repo[:tag][@digest]; docker.io
+    /// names are normalised like docker's) or oci:DIR[:REF] (an OCI image layout).
     source: String,
-    /// Where the SOCI-enabled image goes: oci:DIR[:REF] (a new OCI image layout).
+    /// Where the SOCI-enabled image goes: a registry reference with a tag (written last, once
+    /// everything it references is pushed) or oci:DIR[:REF] (a new OCI image layout).
     destination: String,
     /// Convert only these platforms (os/arch[/variant]); repeatable. Default: the image's
     /// platform for a single manifest, the host's for a multi-platform image.
@@ -47,7 +56,7 @@ pub struct ConvertArgs {
     /// SOCI index manifest version: v2 binds the index to the image; v1 is for old runtimes.
     #[arg(long, value_enum, default_value = "v2")]
     index_version: IndexVersionArg,
-    /// Layers indexed in parallel.
+    /// Layers indexed (and blobs written) in parallel.
     #[arg(long, default_value_t = default_jobs())]
     jobs: usize,
     /// Refuse layers with more tar entries than this.
@@ -60,8 +69,14 @@ pub struct ConvertArgs {
     /// skips xattr lookups (breaks volume mounts of such layers; opt-in).
     #[arg(long = "optimizations", value_enum)]
     optimizations: Vec<Optimization>,
+    /// Print the plan (per platform: the layers to index, those skipped and why) and write
+    /// nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     output: OutputFormat,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 fn default_jobs() -> usize {
@@ -71,15 +86,21 @@ fn default_jobs() -> usize {
         .min(4)
 }
 
+enum Outcome {
+    Converted(ConvertReport),
+    Planned(PlanReport),
+}
+
 pub fn run(args: ConvertArgs) -> Result<()> {
     if args.span_size == 0 {
-        bail!("--span-size must be greater than zero");
+        return Err(UsageError("--span-size must be greater than zero".into()).into());
     }
     if args.min_layer_size < 0 {
-        bail!("--min-layer-size must not be negative");
+        return Err(UsageError("--min-layer-size must not be negative".into()).into());
     }
-    let source = ImageRef::parse(&args.source)?;
-    let destination = ImageRef::parse(&args.destination)?;
+    let source = ImageRef::parse(&args.source).map_err(|e| UsageError(format!("{e:#}")))?;
+    let destination =
+        ImageRef::parse(&args.destination).map_err(|e| UsageError(format!("{e:#}")))?;
     let platforms = if args.all_platforms {
         PlatformSelection::All
     } else if args.platforms.is_empty() {
@@ -102,24 +123,114 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         },
         optimize_xattrs: args.optimizations.contains(&Optimization::Xattr),
     };
-    let report = convert(&source, &destination, &settings)?;
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string(&report)?),
-        OutputFormat::Text => {
+    let uses_registry =
+        matches!(source, ImageRef::Registry(_)) || matches!(destination, ImageRef::Registry(_));
+    let client = if uses_registry {
+        Some(args.registry.client()?)
+    } else {
+        None
+    };
+    let outcome = super::runtime()?.block_on(async {
+        let job = Job {
+            destination: &destination,
+            settings: &settings,
+            client: client.as_ref(),
+            dry_run: args.dry_run,
+        };
+        match &source {
+            ImageRef::Layout { dir, reference } => {
+                job.run(&LayoutSource::open(dir, reference.clone())?).await
+            }
+            ImageRef::Registry(r) => {
+                let client = client.clone().expect("client made for registry references");
+                job.run(&RegistrySource::new(client, r.clone())).await
+            }
+        }
+    })?;
+    match (outcome, args.output) {
+        (Outcome::Converted(report), OutputFormat::Json) => {
+            println!("{}", serde_json::to_string(&report)?)
+        }
+        (Outcome::Planned(report), OutputFormat::Json) => {
+            println!("{}", serde_json::to_string(&report)?)
+        }
+        (Outcome::Converted(report), OutputFormat::Text) => {
             for skipped in &report.skipped_layers {
                 println!("skipped {skipped}");
             }
             for soci in &report.soci_indexes {
                 println!("soci index {} ({} bytes)", soci.digest, soci.size);
             }
+            let t = &report.transfer;
             println!(
-                "image index {} ({} bytes) written to {} in {:.2}s",
+                "image index {} ({} bytes) written to {} in {:.2}s ({} written, {} bytes; {} linked or mounted; {} already present)",
                 report.image_index.digest,
                 report.image_index.size,
                 args.destination,
-                report.seconds
+                report.seconds,
+                t.written,
+                t.bytes_written,
+                t.linked,
+                t.already_present
             );
         }
+        (Outcome::Planned(report), OutputFormat::Text) => print_plan(&report),
     }
     Ok(())
+}
+
+struct Job<'a> {
+    destination: &'a ImageRef,
+    settings: &'a ConvertSettings,
+    client: Option<&'a Arc<RegistryClient>>,
+    dry_run: bool,
+}
+
+impl Job<'_> {
+    async fn run<S: ImageSource>(&self, source: &S) -> Result<Outcome> {
+        if self.dry_run {
+            let (_, planned) = plan(source, self.settings).await?;
+            return Ok(Outcome::Planned(plan_report(
+                &source.describe(),
+                &planned,
+                self.settings.min_layer_size,
+            )));
+        }
+        let report = match self.destination {
+            ImageRef::Layout { dir, reference } => {
+                let sink = LayoutSink::create(dir, reference.clone())?;
+                convert(source, sink, self.settings).await?
+            }
+            ImageRef::Registry(r) => {
+                let client = self.client.expect("client made for registry references");
+                let sink = RegistrySink::new(client.clone(), r.clone())
+                    .map_err(|e| UsageError(format!("{e:#}")))?;
+                convert(source, sink, self.settings).await?
+            }
+        };
+        Ok(Outcome::Converted(report))
+    }
+}
+
+fn print_plan(report: &PlanReport) {
+    println!(
+        "plan for {} ({} {})",
+        report.source, report.image.media_type, report.image.digest
+    );
+    for p in &report.platforms {
+        println!("platform {} (manifest {}):", p.platform, p.manifest);
+        for l in &p.layers {
+            match &l.reason {
+                None => println!("  index {} {} bytes {}", l.digest, l.size, l.media_type),
+                Some(why) => println!(
+                    "  skip  {} {} bytes {} ({why})",
+                    l.digest, l.size, l.media_type
+                ),
+            }
+        }
+    }
+    for s in &report.skipped_layers {
+        println!("skipped {s}");
+    }
+    println!("dry run: nothing was written");
 }

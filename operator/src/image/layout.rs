@@ -276,19 +276,29 @@ impl LayoutWriter {
         Ok(())
     }
 
-    /// Adds a blob from another layout: a hard link where possible, a copy otherwise.
-    pub fn put_blob_from(&self, source: &OciLayout, digest: &str) -> Result<()> {
+    /// Adds a blob from a file (another layout's): a hard link where possible, a copy otherwise.
+    pub fn put_blob_from_path(&self, digest: &str, from: &Path) -> Result<()> {
         let path = self.staged_blob(digest)?;
         if path.exists() {
             return Ok(());
         }
-        let from = source.blob_path(digest)?;
-        if fs::hard_link(&from, &path).is_err() {
+        if fs::hard_link(from, &path).is_err() {
             let tmp = path.with_extension("tmp");
-            fs::copy(&from, &tmp).with_context(|| format!("copying blob {digest}"))?;
+            fs::copy(from, &tmp).with_context(|| format!("copying blob {digest}"))?;
             fs::rename(&tmp, &path)?;
         }
         Ok(())
+    }
+
+    /// Starts writing a blob that arrives in pieces; `None` when it is already staged.
+    pub fn begin_blob(&self, digest: &str) -> Result<Option<StagedBlob>> {
+        let path = self.staged_blob(digest)?;
+        if path.exists() {
+            return Ok(None);
+        }
+        let tmp = path.with_extension(format!("tmp-{}", tmp_counter()));
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Some(StagedBlob { file, tmp, path }))
     }
 
     /// Writes `oci-layout` and `index.json`, then moves the layout into place.
@@ -319,5 +329,39 @@ impl Drop for LayoutWriter {
         if !self.committed {
             let _ = fs::remove_dir_all(&self.staging);
         }
+    }
+}
+
+fn tmp_counter() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A blob being written into a [`LayoutWriter`]; it appears under its digest on `finish`.
+pub struct StagedBlob {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl StagedBlob {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .with_context(|| format!("writing {}", self.tmp.display()))
+    }
+
+    /// Call only once the content has been verified.
+    pub fn finish(self) -> Result<()> {
+        self.file.sync_data()?;
+        fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("moving {} into place", self.tmp.display()))
+    }
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
     }
 }

@@ -1,0 +1,307 @@
+//! Registry repositories as a conversion source and sink.
+
+use super::layout::ResolvedRoot;
+use super::{BytesReader, ImageSink, ImageSource, PutOutcome, VerifiedReader};
+use crate::registry::blobs::RegistryBlobReader;
+use crate::registry::error::PermanentCause;
+use crate::registry::{RegistryClient, RegistryError, RegistryRef};
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use soci_format::convert::BlobSource;
+use soci_format::oci::{self, Descriptor, Index, Manifest};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Descriptors walked when collecting an image's JSON blobs (containerd's walk limit).
+const MAX_DESCRIPTORS: usize = 10_000;
+
+/// What the planner gets for one digest: the bytes, absent, or a permanent failure to report
+/// when (and only if) the planner asks for it.
+type JsonEntry = Result<Option<Vec<u8>>, String>;
+
+pub struct RegistrySource {
+    client: Arc<RegistryClient>,
+    reference: RegistryRef,
+    /// Manifests, indexes and configs fetched so far, by digest.
+    json: Mutex<HashMap<String, JsonEntry>>,
+}
+
+impl RegistrySource {
+    pub fn new(client: Arc<RegistryClient>, reference: RegistryRef) -> Self {
+        Self {
+            client,
+            reference,
+            json: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, digest: &str) -> Option<JsonEntry> {
+        self.json.lock().expect("lock").get(digest).cloned()
+    }
+
+    /// Fetches one JSON blob through the endpoint its media type calls for. Permanent
+    /// failures are recorded for the planner; transient ones (retries exhausted) abort.
+    async fn fetch_json(&self, desc: &Descriptor) -> Result<JsonEntry> {
+        if let Some(hit) = self.cached(&desc.digest) {
+            return Ok(hit);
+        }
+        let fetched =
+            if oci::is_manifest_type(&desc.media_type) || oci::is_index_type(&desc.media_type) {
+                self.client
+                    .get_manifest(&self.reference, &desc.digest)
+                    .await
+                    .map(|m| m.map(|m| m.bytes))
+            } else {
+                self.client
+                    .get_small_blob(&self.reference, &desc.digest)
+                    .await
+            };
+        let entry = match fetched {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.json
+            .lock()
+            .expect("lock")
+            .insert(desc.digest.clone(), entry.clone());
+        Ok(entry)
+    }
+}
+
+struct Prefetched(HashMap<String, JsonEntry>);
+
+impl BlobSource for Prefetched {
+    fn get(&self, digest: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+        self.0.get(digest).cloned().unwrap_or(Ok(None))
+    }
+}
+
+fn children(desc: &Descriptor, bytes: &[u8]) -> Vec<Descriptor> {
+    if oci::is_index_type(&desc.media_type) {
+        Index::from_json(bytes)
+            .map(|i| i.manifests.unwrap_or_default())
+            .unwrap_or_default()
+    } else if oci::is_manifest_type(&desc.media_type) {
+        Manifest::from_json(bytes)
+            .map(|m| {
+                let mut out = vec![m.config];
+                out.extend(m.layers.unwrap_or_default());
+                out
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
+impl ImageSource for RegistrySource {
+    type Reader = RegistryBlobReader;
+
+    fn describe(&self) -> String {
+        self.reference.to_string()
+    }
+
+    async fn resolve(&self) -> Result<ResolvedRoot> {
+        let reference = self.reference.manifest_reference();
+        let Some(found) = self.client.get_manifest(&self.reference, reference).await? else {
+            return Err(RegistryError::permanent(
+                PermanentCause::NotFound,
+                format!("resolving {}", self.reference),
+                "manifest unknown (no such tag or digest)",
+            )
+            .into());
+        };
+        if !oci::is_manifest_type(&found.media_type) && !oci::is_index_type(&found.media_type) {
+            bail!(
+                "{}: unsupported manifest media type {:?}",
+                self.reference,
+                found.media_type
+            );
+        }
+        let target = Descriptor::new(&found.media_type, &found.digest, found.bytes.len() as i64);
+        self.json
+            .lock()
+            .expect("lock")
+            .insert(found.digest.clone(), Ok(Some(found.bytes)));
+        Ok(ResolvedRoot {
+            target,
+            synthesized: None,
+        })
+    }
+
+    /// Walks the image like containerd's `images.Children` (indexes, manifests, configs; not
+    /// layers) and hands the planner everything it may read.
+    async fn json_blobs<'a>(
+        &'a self,
+        root: &'a ResolvedRoot,
+    ) -> Result<Box<dyn BlobSource + Send + Sync + 'a>> {
+        let mut stack = vec![root.target.clone()];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(desc) = stack.pop() {
+            if !seen.insert(desc.digest.clone()) || seen.len() > MAX_DESCRIPTORS {
+                continue;
+            }
+            let is_json = oci::is_manifest_type(&desc.media_type)
+                || oci::is_index_type(&desc.media_type)
+                || oci::is_config_type(&desc.media_type);
+            if !is_json {
+                continue;
+            }
+            if let Ok(Some(bytes)) = self.fetch_json(&desc).await? {
+                stack.extend(children(&desc, &bytes).into_iter().rev());
+            }
+        }
+        Ok(Box::new(Prefetched(
+            self.json.lock().expect("lock").clone(),
+        )))
+    }
+
+    async fn read_json(&self, desc: &Descriptor) -> Result<Option<Vec<u8>>> {
+        match self.fetch_json(desc).await? {
+            Ok(v) => Ok(v),
+            Err(message) => bail!("{}: {message}", self.reference),
+        }
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        if oci::is_manifest_type(&desc.media_type) || oci::is_index_type(&desc.media_type) {
+            return Ok(self.read_json(desc).await?.is_some());
+        }
+        // Layers and configs of a pushed image exist: the registry checked them on push.
+        Ok(true)
+    }
+
+    async fn blob_present(&self, desc: &Descriptor) -> Result<bool> {
+        if oci::is_manifest_type(&desc.media_type) || oci::is_index_type(&desc.media_type) {
+            return Ok(self
+                .client
+                .has_manifest(&self.reference, &desc.digest)
+                .await?);
+        }
+        Ok(self
+            .client
+            .blob_size(&self.reference, &desc.digest)
+            .await?
+            .is_some())
+    }
+
+    async fn open_blob(&self, desc: &Descriptor) -> Result<RegistryBlobReader> {
+        Ok(RegistryBlobReader::new(
+            self.client.clone(),
+            self.reference.clone(),
+            desc,
+        ))
+    }
+
+    fn registry_repository(&self) -> Option<&RegistryRef> {
+        Some(&self.reference)
+    }
+}
+
+/// A repository to push the converted image to; `reference.tag` is written last.
+pub struct RegistrySink {
+    client: Arc<RegistryClient>,
+    reference: RegistryRef,
+    tag: String,
+}
+
+impl RegistrySink {
+    pub fn new(client: Arc<RegistryClient>, reference: RegistryRef) -> Result<Self> {
+        if reference.digest.is_some() {
+            bail!(
+                "destination {reference} names a digest; give a tag (the digest of the result is only known after conversion)"
+            );
+        }
+        let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
+        Ok(Self {
+            client,
+            reference,
+            tag,
+        })
+    }
+}
+
+impl ImageSink for RegistrySink {
+    fn describe(&self) -> String {
+        self.reference.to_string()
+    }
+
+    async fn put_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<PutOutcome> {
+        if self
+            .client
+            .blob_size(&self.reference, &desc.digest)
+            .await?
+            .is_some()
+        {
+            return Ok(PutOutcome::Present);
+        }
+        let n = self
+            .client
+            .upload_blob(&self.reference, desc, || {
+                let bytes = bytes.clone();
+                async move { Ok(BytesReader::new(bytes)) }
+            })
+            .await?;
+        Ok(PutOutcome::Written(n))
+    }
+
+    async fn copy_blob<S: ImageSource>(&self, source: &S, desc: &Descriptor) -> Result<PutOutcome> {
+        if self
+            .client
+            .blob_size(&self.reference, &desc.digest)
+            .await?
+            .is_some()
+        {
+            return Ok(PutOutcome::Present);
+        }
+        if let Some(from) = source.registry_repository()
+            && from.registry == self.reference.registry
+            && from.repository != self.reference.repository
+            && self
+                .client
+                .mount_blob(&self.reference, from, &desc.digest)
+                .await?
+        {
+            return Ok(PutOutcome::Linked);
+        }
+        let label = format!("blob {} of {}", desc.digest, source.describe());
+        let n = self
+            .client
+            .upload_blob(&self.reference, desc, || async {
+                Ok(VerifiedReader::new(
+                    source.open_blob(desc).await?,
+                    desc,
+                    label.clone(),
+                ))
+            })
+            .await?;
+        Ok(PutOutcome::Written(n))
+    }
+
+    async fn put_manifest(&self, desc: &Descriptor, bytes: Bytes) -> Result<PutOutcome> {
+        if self
+            .client
+            .has_manifest(&self.reference, &desc.digest)
+            .await?
+        {
+            return Ok(PutOutcome::Present);
+        }
+        let n = bytes.len() as u64;
+        self.client
+            .put_manifest(&self.reference, &desc.digest, &desc.media_type, bytes)
+            .await?;
+        Ok(PutOutcome::Written(n))
+    }
+
+    /// The tag, last: everything it references is in the repository by now.
+    async fn commit(self, roots: Vec<(Descriptor, Bytes)>) -> Result<()> {
+        let Some((root, bytes)) = roots.into_iter().next() else {
+            bail!("nothing to tag");
+        };
+        self.client
+            .put_manifest(&self.reference, &self.tag, &root.media_type, bytes)
+            .await?;
+        Ok(())
+    }
+}

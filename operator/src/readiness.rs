@@ -1,0 +1,201 @@
+//! The readiness report of an image (`inspect`): per platform, whether the image manifest is
+//! bound to a SOCI index (v2: the `com.amazon.soci.index-digest` annotation, which is how the
+//! soci-snapshotter finds it), and per layer whether it has a zTOC, is too small, is in an
+//! unsupported compression, or names a zTOC that is missing.
+
+use crate::conversion::compression_of_media_type;
+use crate::image::ImageSource;
+use anyhow::{Result, anyhow};
+use soci_format::oci::{self, Descriptor, Index, Manifest};
+use std::collections::HashMap;
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReport {
+    pub image: String,
+    pub digest: String,
+    pub media_type: String,
+    pub platforms: Vec<PlatformReport>,
+    /// Notes about the image as a whole (for example SOCI entries that lost `artifactType`).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformReport {
+    pub platform: String,
+    pub manifest: String,
+    /// `v2` when bound and the SOCI index is readable, else `none`.
+    pub binding: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soci_index: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    pub layers: Vec<LayerStatus>,
+    pub layers_indexed: usize,
+    pub bytes_indexed_percent: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerStatus {
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+    /// `indexed`, `too-small`, `unsupported`, `missing-ztoc`, or `not-indexed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ztoc: Option<String>,
+}
+
+fn is_soci_entry(d: &Descriptor) -> bool {
+    d.artifact_type
+        .starts_with("application/vnd.amazon.soci.index")
+        || d.annotation(oci::ANNOTATION_IMAGE_MANIFEST_DIGEST)
+            .is_some()
+}
+
+pub async fn inspect<S: ImageSource>(source: &S, min_layer_size: i64) -> Result<ImageReport> {
+    let root = source.resolve().await?;
+    let target = root.target.clone();
+    let mut notes = Vec::new();
+    let mut entries = Vec::new();
+    if oci::is_index_type(&target.media_type) {
+        let bytes = source
+            .read_json(&target)
+            .await?
+            .ok_or_else(|| anyhow!("{}: image index missing", source.describe()))?;
+        let index = Index::from_json(&bytes).map_err(|e| anyhow!("{}: {e}", source.describe()))?;
+        for d in index.manifests.unwrap_or_default() {
+            if is_soci_entry(&d) {
+                if d.artifact_type.is_empty() {
+                    notes.push(format!(
+                        "SOCI index entry {} has no artifactType (a copy by skopeo 1.9 drops it); the soci-snapshotter still finds the index through the image manifest annotation",
+                        d.digest
+                    ));
+                }
+                continue;
+            }
+            let attestation = d
+                .platform
+                .as_ref()
+                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
+            if !attestation && oci::is_manifest_type(&d.media_type) {
+                entries.push(d);
+            }
+        }
+    } else {
+        entries.push(target.clone());
+    }
+    let mut platforms = Vec::new();
+    for entry in entries {
+        platforms.push(inspect_manifest(source, &entry, min_layer_size).await?);
+    }
+    Ok(ImageReport {
+        image: source.describe(),
+        digest: target.digest,
+        media_type: target.media_type,
+        platforms,
+        notes,
+    })
+}
+
+async fn inspect_manifest<S: ImageSource>(
+    source: &S,
+    entry: &Descriptor,
+    min_layer_size: i64,
+) -> Result<PlatformReport> {
+    let bytes = source
+        .read_json(entry)
+        .await?
+        .ok_or_else(|| anyhow!("{}: manifest {} missing", source.describe(), entry.digest))?;
+    let manifest = Manifest::from_json(&bytes)
+        .map_err(|e| anyhow!("{}: manifest {}: {e}", source.describe(), entry.digest))?;
+    let platform = match &entry.platform {
+        Some(p) => soci_format::platform::format(p),
+        None => "(from config)".into(),
+    };
+    let mut report = PlatformReport {
+        platform,
+        manifest: entry.digest.clone(),
+        binding: "none".into(),
+        soci_index: None,
+        problem: None,
+        layers: Vec::new(),
+        layers_indexed: 0,
+        bytes_indexed_percent: 0.0,
+    };
+    // Layer digest → zTOC descriptor, from the bound SOCI index.
+    let mut ztocs: HashMap<String, Descriptor> = HashMap::new();
+    let index_digest = manifest
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(oci::ANNOTATION_SOCI_INDEX_DIGEST))
+        .cloned();
+    if let Some(digest) = index_digest {
+        report.soci_index = Some(digest.clone());
+        let desc = Descriptor::new(oci::MEDIA_TYPE_OCI_MANIFEST, &digest, 0);
+        match source.read_json(&desc).await {
+            Ok(Some(b)) => match Manifest::from_json(&b) {
+                Ok(m)
+                    if m.config.media_type == oci::SOCI_INDEX_ARTIFACT_TYPE_V2
+                        || m.config.media_type == oci::SOCI_INDEX_ARTIFACT_TYPE_V1 =>
+                {
+                    report.binding = "v2".into();
+                    for z in m.layers.unwrap_or_default() {
+                        if let Some(layer) = z.annotation(oci::ANNOTATION_IMAGE_LAYER_DIGEST) {
+                            ztocs.insert(layer.to_string(), z.clone());
+                        }
+                    }
+                }
+                Ok(m) => {
+                    report.problem = Some(format!(
+                        "SOCI index {digest} has config media type {:?}",
+                        m.config.media_type
+                    ))
+                }
+                Err(e) => report.problem = Some(format!("SOCI index {digest}: {e}")),
+            },
+            Ok(None) => {
+                report.problem = Some(format!(
+                    "annotation names SOCI index {digest}, which is missing: the snapshotter will not lazy-load this image"
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let (mut total, mut indexed_bytes) = (0i64, 0i64);
+    for layer in manifest.layers.unwrap_or_default() {
+        total += layer.size;
+        let mut ztoc = None;
+        let status = if let Some(z) = ztocs.get(&layer.digest) {
+            ztoc = Some(z.digest.clone());
+            if source.blob_present(z).await? {
+                indexed_bytes += layer.size;
+                report.layers_indexed += 1;
+                "indexed"
+            } else {
+                "missing-ztoc"
+            }
+        } else if !matches!(compression_of_media_type(&layer.media_type), Ok(Some(_))) {
+            "unsupported"
+        } else if layer.size < min_layer_size {
+            "too-small"
+        } else {
+            "not-indexed"
+        };
+        report.layers.push(LayerStatus {
+            digest: layer.digest,
+            media_type: layer.media_type,
+            size: layer.size,
+            status,
+            ztoc,
+        });
+    }
+    report.bytes_indexed_percent = if total > 0 {
+        (indexed_bytes as f64 * 1000.0 / total as f64).round() / 10.0
+    } else {
+        0.0
+    };
+    Ok(report)
+}

@@ -1,0 +1,246 @@
+//! Credentials: docker's `config.json` (`auths`, `credHelpers`, `credsStore`), found at
+//! `--registry-config`, else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+//! The challenge/token handshake itself is oci-client's (see `client.rs`).
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use oci_client::secrets::RegistryAuth;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, Default, Deserialize)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: HashMap<String, AuthEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default, rename = "identitytoken")]
+    identity_token: Option<String>,
+    #[serde(default, rename = "registrytoken")]
+    registry_token: Option<String>,
+}
+
+/// The credentials of every registry named in one docker config file.
+#[derive(Debug, Default)]
+pub struct CredentialStore {
+    /// Keyed by normalised registry host (`docker.io`, `127.0.0.1:5000`).
+    auths: HashMap<String, AuthEntry>,
+    helpers: HashMap<String, String>,
+    default_helper: Option<String>,
+    origin: Option<PathBuf>,
+}
+
+impl CredentialStore {
+    /// `explicit` is `--registry-config` (a `config.json` or a directory holding one); it must
+    /// exist. Without it, the docker defaults are read if present.
+    pub fn load(explicit: Option<&Path>) -> Result<Self> {
+        let path = match explicit {
+            Some(p) if p.is_dir() => p.join("config.json"),
+            Some(p) => p.to_path_buf(),
+            None => {
+                let dir = std::env::var_os("DOCKER_CONFIG")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+                match dir {
+                    Some(d) if d.join("config.json").is_file() => d.join("config.json"),
+                    _ => return Ok(Self::default()),
+                }
+            }
+        };
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("reading registry config {}", path.display()))?;
+        let config: DockerConfig = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing registry config {}", path.display()))?;
+        Ok(Self {
+            auths: config
+                .auths
+                .into_iter()
+                .map(|(k, v)| (normalize_config_key(&k), v))
+                .collect(),
+            helpers: config
+                .cred_helpers
+                .into_iter()
+                .map(|(k, v)| (normalize_config_key(&k), v))
+                .collect(),
+            default_helper: config.creds_store.filter(|s| !s.is_empty()),
+            origin: Some(path),
+        })
+    }
+
+    /// Where the credentials came from, for error messages.
+    pub fn origin(&self) -> String {
+        match &self.origin {
+            Some(p) => p.display().to_string(),
+            None => "no registry config (use --registry-config or DOCKER_CONFIG)".into(),
+        }
+    }
+
+    /// The credentials for `registry` (normalised name, e.g. `docker.io`); anonymous when none.
+    pub fn lookup(&self, registry: &str) -> Result<RegistryAuth> {
+        let key = normalize_config_key(registry);
+        if let Some(entry) = self.auths.get(&key)
+            && let Some(auth) = entry_auth(entry, registry)?
+        {
+            return Ok(auth);
+        }
+        let helper = self.helpers.get(&key).or(self.default_helper.as_ref());
+        match helper {
+            Some(h) => run_credential_helper(h, registry),
+            None => Ok(RegistryAuth::Anonymous),
+        }
+    }
+}
+
+fn entry_auth(entry: &AuthEntry, registry: &str) -> Result<Option<RegistryAuth>> {
+    if let Some(token) = &entry.registry_token {
+        return Ok(Some(RegistryAuth::Bearer(token.clone())));
+    }
+    if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
+        return Ok(Some(RegistryAuth::Basic(u.clone(), p.clone())));
+    }
+    if let Some(encoded) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .with_context(|| format!("registry config entry for {registry}: auth is not base64"))?;
+        let text = String::from_utf8(decoded)
+            .with_context(|| format!("registry config entry for {registry}: auth is not UTF-8"))?;
+        let Some((u, p)) = text.split_once(':') else {
+            bail!("registry config entry for {registry}: auth is not user:password");
+        };
+        return Ok(Some(RegistryAuth::Basic(u.into(), p.into())));
+    }
+    if entry.identity_token.is_some() {
+        // An OAuth2 refresh token: oci-client's handshake cannot exchange it.
+        bail!(
+            "registry config entry for {registry} holds an identity token, which is not supported; use username/password"
+        );
+    }
+    Ok(None)
+}
+
+/// `docker-credential-<helper> get`, the docker credential-helper protocol: the server URL on
+/// stdin, `{"Username":…,"Secret":…}` on stdout.
+fn run_credential_helper(helper: &str, registry: &str) -> Result<RegistryAuth> {
+    let program = format!("docker-credential-{helper}");
+    let server = if registry == "docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running credential helper {program} for {registry}"))?;
+    child
+        .stdin
+        .take()
+        .context("credential helper stdin")?
+        .write_all(server.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("credentials not found") {
+            return Ok(RegistryAuth::Anonymous);
+        }
+        bail!(
+            "credential helper {program} failed for {registry}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    #[derive(Deserialize)]
+    struct HelperReply {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let reply: HelperReply = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("credential helper {program}: unexpected output"))?;
+    if reply.username == "<token>" {
+        bail!("credential helper {program} returned an identity token, which is not supported");
+    }
+    Ok(RegistryAuth::Basic(reply.username, reply.secret))
+}
+
+/// Config keys may be URLs (`https://index.docker.io/v1/`) or hosts; compare hosts.
+fn normalize_config_key(key: &str) -> String {
+    let host = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or(key);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(json: &str) -> CredentialStore {
+        let dir = std::env::temp_dir().join(format!(
+            "soci-auth-test-{}-{}",
+            std::process::id(),
+            json.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), json).unwrap();
+        let s = CredentialStore::load(Some(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        s
+    }
+
+    #[test]
+    fn reads_docker_config_entries() {
+        let s = store(
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYTpzcw=="},
+                "127.0.0.1:5000":{"username":"u","password":"p"},
+                "tok.example":{"registrytoken":"T"}}}"#,
+        );
+        assert_eq!(
+            s.lookup("docker.io").unwrap(),
+            RegistryAuth::Basic("user".into(), "pa:ss".into())
+        );
+        assert_eq!(
+            s.lookup("127.0.0.1:5000").unwrap(),
+            RegistryAuth::Basic("u".into(), "p".into())
+        );
+        assert_eq!(
+            s.lookup("tok.example").unwrap(),
+            RegistryAuth::Bearer("T".into())
+        );
+        assert_eq!(s.lookup("other.example").unwrap(), RegistryAuth::Anonymous);
+    }
+
+    #[test]
+    fn missing_helper_is_an_error() {
+        let s = store(r#"{"credsStore":"definitely-not-installed-helper"}"#);
+        assert!(s.lookup("quay.io").is_err());
+    }
+
+    #[test]
+    fn explicit_missing_config_is_an_error() {
+        assert!(CredentialStore::load(Some(Path::new("/nonexistent/soci/config.json"))).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! Manifests by exact bytes: what we fetch is hashed as received, what we push is the byte
+//! string whose digest we computed, and the registry must agree on that digest.
+
+use super::client::{Access, RegistryClient, expect_status};
+use super::error::{PermanentCause, RegistryError, RegistryResult};
+use super::reference::RegistryRef;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use soci_format::oci::sha256_digest;
+
+/// Every manifest type we read; Docker's are converted to OCI by the conversion.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Manifests, indexes and configs are small; anything larger is refused before reading it.
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
+
+const DIGEST_HEADER: &str = "docker-content-digest";
+
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: String,
+}
+
+impl RegistryClient {
+    /// GET a manifest by tag or digest. `None` when the registry has no such manifest.
+    pub async fn get_manifest(
+        &self,
+        repo: &RegistryRef,
+        reference: &str,
+    ) -> RegistryResult<Option<FetchedManifest>> {
+        let what = format!("GET manifest {}", repo.with_reference(reference));
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        self.retrying(|| async {
+            let response = self
+                .send(&what, repo, Access::Pull, |c| {
+                    c.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            if response.status().as_u16() == 404 {
+                return Ok(None);
+            }
+            let response = expect_status(&what, response, &[200]).await?;
+            let content_type = header_text(&response, CONTENT_TYPE.as_str());
+            let advertised = header_text(&response, DIGEST_HEADER);
+            let bytes = read_limited(&what, response, MAX_JSON_BYTES).await?;
+            let digest = sha256_digest(&bytes);
+            if reference.contains(':') && reference != digest {
+                return Err(RegistryError::permanent(
+                    PermanentCause::DigestMismatch,
+                    &what,
+                    format!("content has digest {digest}"),
+                ));
+            }
+            if let Some(a) = advertised.filter(|a| a.starts_with("sha256:"))
+                && a != digest
+            {
+                return Err(RegistryError::permanent(
+                    PermanentCause::DigestMismatch,
+                    &what,
+                    format!("registry says {a}, content has digest {digest}"),
+                ));
+            }
+            let media_type = manifest_media_type(&bytes, content_type.as_deref());
+            Ok(Some(FetchedManifest {
+                bytes,
+                media_type,
+                digest,
+            }))
+        })
+        .await
+    }
+
+    /// HEAD a manifest: whether the repository has it.
+    pub async fn has_manifest(&self, repo: &RegistryRef, digest: &str) -> RegistryResult<bool> {
+        let what = format!("HEAD manifest {}", repo.with_reference(digest));
+        let url = self.url(repo, &format!("manifests/{digest}"));
+        self.retrying(|| async {
+            let response = self
+                .send(&what, repo, Access::Pull, |c| {
+                    c.head(&url).header(ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            match response.status().as_u16() {
+                200 => Ok(true),
+                404 => Ok(false),
+                _ => expect_status(&what, response, &[]).await.map(|_| false),
+            }
+        })
+        .await
+    }
+
+    /// PUT exactly `bytes` under `reference` (a tag or the bytes' digest).
+    pub async fn put_manifest(
+        &self,
+        repo: &RegistryRef,
+        reference: &str,
+        media_type: &str,
+        bytes: bytes::Bytes,
+    ) -> RegistryResult<()> {
+        let what = format!("PUT manifest {}", repo.with_reference(reference));
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let digest = sha256_digest(&bytes);
+        self.retrying(|| async {
+            let response = self
+                .send(&what, repo, Access::Push, |c| {
+                    c.put(&url)
+                        .header(CONTENT_TYPE, media_type)
+                        .body(bytes.clone())
+                })
+                .await?;
+            let response = expect_status(&what, response, &[201]).await?;
+            if let Some(stored) = header_text(&response, DIGEST_HEADER)
+                && stored != digest
+            {
+                return Err(RegistryError::permanent(
+                    PermanentCause::DigestMismatch,
+                    &what,
+                    format!("registry stored {stored}, we pushed {digest}"),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+pub(crate) fn header_text(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+}
+
+/// The `mediaType` the document declares, else the `Content-Type` the registry sent.
+fn manifest_media_type(bytes: &[u8], content_type: Option<&str>) -> String {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+    }
+    match serde_json::from_slice::<Head>(bytes) {
+        Ok(h) if !h.media_type.is_empty() => h.media_type,
+        _ => content_type
+            .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Reads a whole (small) body; a body cut short is transient, a body too large permanent.
+pub(crate) async fn read_limited(
+    what: &str,
+    mut response: reqwest::Response,
+    limit: u64,
+) -> RegistryResult<Vec<u8>> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(RegistryError::permanent(
+            PermanentCause::Invalid,
+            what,
+            format!("larger than {limit} bytes; not a manifest or config"),
+        ));
+    }
+    let expected = response.content_length();
+    let mut out = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                out.extend_from_slice(&chunk);
+                if out.len() as u64 > limit {
+                    return Err(RegistryError::permanent(
+                        PermanentCause::Invalid,
+                        what,
+                        format!("larger than {limit} bytes; not a manifest or config"),
+                    ));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(RegistryError::from_reqwest(what, &e)),
+        }
+    }
+    if let Some(n) = expected
+        && n != out.len() as u64
+    {
+        return Err(RegistryError::transient(
+            what,
+            format!("body ended after {} of {n} bytes", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_type_prefers_the_document() {
+        assert_eq!(
+            manifest_media_type(
+                br#"{"mediaType":"application/vnd.oci.image.index.v1+json"}"#,
+                Some("application/json")
+            ),
+            "application/vnd.oci.image.index.v1+json"
+        );
+        assert_eq!(
+            manifest_media_type(
+                br#"{"schemaVersion":2}"#,
+                Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8")
+            ),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! Talking to OCI distribution registries: references, credentials, classified failures with
+//! retries, exact-byte manifests, streaming and resumable blob reads, mounts and uploads.
+//!
+//! - [`reference`]: `host[:port]/repo[:tag][@digest]`, docker.io normalisation, loopback rules.
+//! - [`auth`]: docker `config.json` credentials and credential helpers.
+//! - [`client`]: the authenticated request path, retry policy, plain HTTP / CA bundle.
+//! - [`manifests`], [`blobs`]: the distribution API calls we use.
+//! - [`error`]: transient versus permanent failures (exit codes 3 and 1).
+
+pub mod auth;
+pub mod blobs;
+pub mod client;
+pub mod error;
+pub mod manifests;
+pub mod reference;
+
+#[cfg(test)]
+mod fault_tests;
+
+pub use client::{RegistryClient, RegistryOptions, RetryPolicy};
+pub use error::RegistryError;
+pub use reference::RegistryRef;
