@@ -1,0 +1,499 @@
+//! `soci-bench registry`: registry→registry conversion of a large multi-layer image from a
+//! local `docker-registry`, side by side in one run with
+//! (a) downloading its layers once (plain HTTP GETs, all layers, the same parallelism as ours),
+//! (b) our `soci-operator convert REG/src REG/dst`,
+//! (c) upstream's pipeline: `crane pull --format oci` + `soci convert --standalone` +
+//!     `crane push --index`.
+//! Seconds, the ratio to (a), and peak RSS (from `wait4`, per child; the largest step for (c)).
+//!
+//!   soci-bench registry [--work DIR] [--layers N] [--total-mib M] [--jobs J] [--skip-upstream]
+//!   soci-bench registry download BASE_URL JOBS DIGEST...   (contender (a), run as a child)
+//!   soci-bench registry push HOST LAYOUT REPO TAG   (pushes the image, run as a child)
+
+use crate::data::XorShift;
+use crate::registry::LocalRegistry;
+use crate::tarw::{BLOCK, Header};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Instant;
+
+struct Options {
+    work: PathBuf,
+    layers: u64,
+    total_mib: u64,
+    jobs: usize,
+    skip_upstream: bool,
+}
+
+fn parse(args: &[String]) -> io::Result<Options> {
+    let mut o = Options {
+        work: std::env::temp_dir().join("soci-bench-registry"),
+        layers: 5,
+        total_mib: 800,
+        jobs: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .min(4),
+        skip_upstream: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| io::Error::other(format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--work" => o.work = PathBuf::from(value()?),
+            "--layers" => o.layers = value()?.parse().map_err(io::Error::other)?,
+            "--total-mib" => o.total_mib = value()?.parse().map_err(io::Error::other)?,
+            "--jobs" => o.jobs = value()?.parse().map_err(io::Error::other)?,
+            "--skip-upstream" => o.skip_upstream = true,
+            other => return Err(io::Error::other(format!("unknown flag {other}"))),
+        }
+    }
+    o.layers = o.layers.max(1);
+    o.jobs = o.jobs.max(1);
+    Ok(o)
+}
+
+/// Entry point of `soci-bench registry ...`.
+pub fn main(args: &[String]) -> io::Result<()> {
+    if args.first().map(String::as_str) == Some("download") {
+        return download(&args[1..]);
+    }
+    if let [cmd, host, layout, repo, tag] = args
+        && cmd == "push"
+    {
+        // A child: pushing reads whole blobs, and exec carries a parent's peak RSS over
+        // into the children it starts.
+        return crate::registry::RegistryHttp::new(host, None)
+            .push_layout(Path::new(layout), repo, tag)
+            .map(|_| ());
+    }
+    run(&parse(args)?)
+}
+
+/// Contender (a): GET every blob once, `jobs` at a time, bytes discarded.
+fn download(args: &[String]) -> io::Result<()> {
+    let [base, jobs, digests @ ..] = args else {
+        return Err(io::Error::other("download BASE_URL JOBS DIGEST..."));
+    };
+    let jobs: usize = jobs.parse().map_err(io::Error::other)?;
+    let queue = Mutex::new(digests.to_vec());
+    let total = Mutex::new(0u64);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .map_err(io::Error::other)?;
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for _ in 0..jobs {
+            handles.push(s.spawn(|| -> io::Result<()> {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let Some(d) = queue.lock().unwrap().pop() else {
+                        return Ok(());
+                    };
+                    let mut r = client
+                        .get(format!("{base}/blobs/{d}"))
+                        .send()
+                        .map_err(io::Error::other)?;
+                    if !r.status().is_success() {
+                        return Err(io::Error::other(format!("GET {d}: {}", r.status())));
+                    }
+                    let mut n = 0u64;
+                    loop {
+                        let k = r.read(&mut buf)?;
+                        if k == 0 {
+                            break;
+                        }
+                        n += k as u64;
+                    }
+                    *total.lock().unwrap() += n;
+                }
+            }));
+        }
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("panic"))))
+    })?;
+    println!("{}", total.lock().unwrap());
+    Ok(())
+}
+
+/// A gzip tar of about `total` bytes: binaries-like random data, text, zeros (streamed).
+fn write_layer(path: &Path, total: u64, seed: u64) -> io::Result<u64> {
+    let tmp = path.with_extension("partial");
+    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    let mut gz = GzEncoder::new(file, Compression::default());
+    let mut rng = XorShift::new(seed);
+    let words: Vec<&str> =
+        "the quick brown fox jumps over lazy dog layer image index span checkpoint registry node pod"
+            .split(' ')
+            .collect();
+    let (mut written, mut index) = (0u64, 0u64);
+    let mut chunk = Vec::new();
+    while written < total {
+        let kind = index % 3;
+        let size = (1 << 16) + rng.below(6 << 20) as usize;
+        chunk.clear();
+        match kind {
+            0 => {
+                while chunk.len() < size {
+                    chunk.extend_from_slice(
+                        words[rng.below(words.len() as u64) as usize].as_bytes(),
+                    );
+                    chunk.push(if rng.below(12) == 0 { b'\n' } else { b' ' });
+                }
+                chunk.truncate(size);
+            }
+            1 => {
+                // Low-entropy "binary": random bytes from a small alphabet.
+                chunk.resize(size, 0);
+                rng.fill(&mut chunk);
+                for b in chunk.iter_mut() {
+                    *b &= 0x1f;
+                }
+            }
+            _ => {
+                chunk.resize(size, 0);
+                rng.fill(&mut chunk[..size / 3]);
+            }
+        }
+        let mut h = Header::new(format!("data/{seed}/{index:06}"));
+        h.size = chunk.len() as i64;
+        h.mtime = 1_700_000_000;
+        gz.write_all(&h.to_block()?)?;
+        gz.write_all(&chunk)?;
+        let pad = (BLOCK - chunk.len() % BLOCK) % BLOCK;
+        gz.write_all(&vec![0u8; pad])?;
+        written += (BLOCK + chunk.len() + pad) as u64;
+        index += 1;
+    }
+    gz.write_all(&[0u8; BLOCK * 2])?;
+    gz.finish()?
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(written)
+}
+
+fn sha256_hex(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The image as an OCI layout (layers hard-linked); returns the layer digests and sizes.
+fn write_layout(dir: &Path, layers: &[PathBuf]) -> io::Result<Vec<(String, u64)>> {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs)?;
+    let mut descs = Vec::new();
+    for l in layers {
+        let hex = sha256_hex(l)?;
+        let target = blobs.join(&hex);
+        if !target.exists() && fs::hard_link(l, &target).is_err() {
+            fs::copy(l, &target)?;
+        }
+        descs.push((format!("sha256:{hex}"), fs::metadata(l)?.len()));
+    }
+    let put = |bytes: &[u8]| -> io::Result<String> {
+        let hex: String = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        fs::write(blobs.join(&hex), bytes)?;
+        Ok(format!("sha256:{hex}"))
+    };
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = put(config)?;
+    let layer_json: Vec<String> = descs
+        .iter()
+        .map(|(d, s)| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{s}}}"#
+            )
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        layer_json.join(",")
+    );
+    let manifest_digest = put(manifest.as_bytes())?;
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{}}}]}}"#,
+            manifest.len()
+        ),
+    )?;
+    Ok(descs)
+}
+
+struct Measured {
+    seconds: f64,
+    max_rss_kib: i64,
+}
+
+/// Runs a child to completion; wall time and peak RSS from `wait4`.
+fn measure(cmd: &mut Command) -> io::Result<Measured> {
+    let started = Instant::now();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = child.stderr.expect("piped");
+    let mut err = String::new();
+    stderr.read_to_string(&mut err)?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let seconds = started.elapsed().as_secs_f64();
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(io::Error::other(format!("{cmd:?} failed: {}", err.trim())));
+    }
+    Ok(Measured {
+        seconds,
+        max_rss_kib: usage.ru_maxrss,
+    })
+}
+
+fn mib(kib: i64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn load() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn run(o: &Options) -> io::Result<()> {
+    let me = std::env::current_exe()?;
+    let ours = std::env::var_os("SOCI_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| me.with_file_name("soci-operator"));
+    if !ours.exists() {
+        return Err(io::Error::other(format!(
+            "{} not found (cargo build --release -p soci-operator)",
+            ours.display()
+        )));
+    }
+    if crate::registry::registry_binary().is_none() {
+        return Err(io::Error::other("docker-registry not found"));
+    }
+    fs::create_dir_all(&o.work)?;
+    let per_layer = (o.total_mib << 20) / o.layers;
+    let mut layers = Vec::new();
+    let mut tar_bytes = 0u64;
+    for i in 0..o.layers {
+        let path = o.work.join(format!("layer-{i}-{per_layer}.tar.gz"));
+        if !path.exists() {
+            eprintln!("generating layer {i} ({} MiB of tar)", per_layer >> 20);
+            let status = Command::new(&me)
+                .arg("registry-generate")
+                .arg(&path)
+                .args([per_layer.to_string(), (100 + i).to_string()])
+                .status();
+            // Older binaries without the generator subcommand: generate in-process.
+            if !status.is_ok_and(|s| s.success()) {
+                write_layer(&path, per_layer, 100 + i)?;
+            }
+        }
+        tar_bytes += per_layer;
+        layers.push(path);
+    }
+    let layout = o.work.join(format!("layout-{}x{per_layer}", o.layers));
+    let _ = fs::remove_dir_all(&layout);
+    let descs = write_layout(&layout, &layers)?;
+    let compressed: u64 = descs.iter().map(|(_, s)| s).sum();
+
+    let registry = LocalRegistry::start()?;
+    let host = registry.host();
+    let pushed = Command::new(&me)
+        .args(["registry", "push", host.as_str()])
+        .arg(&layout)
+        .args(["bench/src", "v1"])
+        .status()?;
+    if !pushed.success() {
+        return Err(io::Error::other("pushing the image failed"));
+    }
+    let src = format!("{host}/bench/src:v1");
+    eprintln!(
+        "pushed {} layers, {} MiB compressed, to {src}",
+        o.layers,
+        compressed >> 20
+    );
+
+    let mut rows: Vec<(String, Measured)> = Vec::new();
+    // (a) download once.
+    let mut cmd = Command::new(&me);
+    cmd.args(["registry", "download"])
+        .arg(format!("http://{host}/v2/bench/src"))
+        .arg(o.jobs.to_string())
+        .args(descs.iter().map(|(d, _)| d.clone()));
+    let download = measure(&mut cmd)?;
+    // (b) ours.
+    let mut cmd = Command::new(&ours);
+    cmd.args(["convert", src.as_str()])
+        .arg(format!("{host}/bench/ours:soci"))
+        .arg("--jobs")
+        .arg(o.jobs.to_string())
+        .env("TZ", "UTC")
+        .env("DOCKER_CONFIG", o.work.join("no-docker-config"));
+    let ours_m = measure(&mut cmd)?;
+    let verify = Command::new(&ours)
+        .arg("verify")
+        .arg(format!("{host}/bench/ours:soci"))
+        .stdout(Stdio::null())
+        .status()?;
+    if !verify.success() {
+        return Err(io::Error::other("our converted image does not verify"));
+    }
+    rows.push((
+        format!("(a) download layers once ({} parallel GETs)", o.jobs),
+        download,
+    ));
+    rows.push(("(b) soci-operator convert registry→registry".into(), ours_m));
+
+    // (c) upstream pipeline.
+    let upstream = if o.skip_upstream {
+        None
+    } else {
+        crate::oracle::upstream_soci()
+    };
+    let crane = upstream
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|d| d.join("crane"))
+        .filter(|p| p.is_file());
+    let mut upstream_steps = Vec::new();
+    if let (Some(soci), Some(crane)) = (upstream, crane) {
+        let dir = o.work.join("upstream");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("root"))?;
+        fs::create_dir_all(dir.join("tmp"))?;
+        let pulled = dir.join("pulled");
+        let out = dir.join("out");
+        let env_home = dir.join("home");
+        fs::create_dir_all(&env_home)?;
+        let pull = measure(
+            Command::new(&crane)
+                .args(["pull", "--insecure", "--format", "oci", src.as_str()])
+                .arg(&pulled)
+                .env("HOME", &env_home),
+        )?;
+        let convert = measure(
+            Command::new(&soci)
+                .arg("--root")
+                .arg(dir.join("root"))
+                .args(["convert", "--standalone", "--format", "oci-dir"])
+                .arg(&pulled)
+                .arg(&out)
+                .env("TZ", "UTC")
+                .env("TMPDIR", dir.join("tmp")),
+        )?;
+        let push = measure(
+            Command::new(&crane)
+                .args(["push", "--insecure", "--index"])
+                .arg(&out)
+                .arg(format!("{host}/bench/upstream:soci"))
+                .env("HOME", &env_home),
+        )?;
+        let total = Measured {
+            seconds: pull.seconds + convert.seconds + push.seconds,
+            max_rss_kib: pull
+                .max_rss_kib
+                .max(convert.max_rss_kib)
+                .max(push.max_rss_kib),
+        };
+        upstream_steps = vec![
+            ("    crane pull --format oci", pull),
+            ("    soci convert --standalone", convert),
+            ("    crane push --index", push),
+        ];
+        rows.push(("(c) upstream: pull + soci convert + push".into(), total));
+        let _ = fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("upstream soci or crane not found (or --skip-upstream): no (c)");
+    }
+
+    println!(
+        "registry benchmark: {} gzip layers, {:.1} MiB compressed / {:.1} MiB tar, jobs {}, load average {}",
+        o.layers,
+        compressed as f64 / 1048576.0,
+        tar_bytes as f64 / 1048576.0,
+        o.jobs,
+        load()
+    );
+    println!(
+        "{:<48} {:>8} {:>12} {:>12}",
+        "contender", "seconds", "x download", "peak RSS"
+    );
+    let base = rows[0].1.seconds;
+    for (name, m) in &rows {
+        println!(
+            "{:<48} {:>8.2} {:>11.2}x {:>12}",
+            name,
+            m.seconds,
+            m.seconds / base,
+            mib(m.max_rss_kib)
+        );
+        if name.starts_with("(c)") {
+            for (step, s) in &upstream_steps {
+                println!(
+                    "{:<48} {:>8.2} {:>12} {:>12}",
+                    step,
+                    s.seconds,
+                    "",
+                    mib(s.max_rss_kib)
+                );
+            }
+        }
+    }
+    let ratio = rows[1].1.seconds / base;
+    println!(
+        "ours / download = {ratio:.2}x (target <= 1.2x){}",
+        rows.get(2)
+            .map(|(_, m)| format!(
+                "; upstream pipeline / ours = {:.2}x",
+                m.seconds / rows[1].1.seconds
+            ))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `soci-bench registry-generate PATH BYTES SEED` (a child, so the parent's RSS stays small).
+pub fn generate(args: &[String]) -> io::Result<()> {
+    let [path, bytes, seed] = args else {
+        return Err(io::Error::other("registry-generate PATH BYTES SEED"));
+    };
+    write_layer(
+        Path::new(path),
+        bytes.parse().map_err(io::Error::other)?,
+        seed.parse().map_err(io::Error::other)?,
+    )
+    .map(|_| ())
+}
