@@ -1,18 +1,33 @@
 //! `soci-operator`: builds and keeps SOCI indexes. This binary is the controller, the worker and
 //! the workstation tool at once; each role is a subcommand.
 
+mod api;
 mod commands;
+mod controller;
 mod conversion;
 mod image;
+mod readiness;
+mod registry;
+mod verification;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  permanent failure: retrying the same input will fail again (bad image or flags,
+     401/403, 404, digest or size mismatch)
+  2  usage error (unknown flag, malformed argument)
+  3  transient failure: the registry kept failing (5xx, 429, resets, truncated bodies)
+     after every retry; retrying later may succeed";
 
 #[derive(Parser)]
 #[command(
     name = "soci-operator",
     version,
-    about = "Builds SOCI indexes for container images"
+    about = "Builds SOCI indexes for container images",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,12 +39,58 @@ enum Command {
     /// Build the zTOC of one layer blob.
     Ztoc(commands::ztoc::ZtocArgs),
     /// Convert an image into a SOCI-enabled image (SOCI index manifest v2 by default).
+    #[command(after_help = EXIT_CODES_HELP)]
     Convert(commands::convert::ConvertArgs),
+    /// Report whether an image is bound to a SOCI index, per platform and per layer.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Inspect(commands::inspect::InspectArgs),
+    /// Check an image's SOCI binding the way the soci-snapshotter checks it (exit 1 if it fails).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(commands::verify::VerifyArgs),
+    /// Print the CustomResourceDefinitions (or write them with --write DIR).
+    Crd(commands::crd::CrdArgs),
+    /// Run the SociIndex controller.
+    Run(Box<commands::run::RunArgs>),
+    /// The worker of a build Job: convert one image and report the result as JSON.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Build(Box<commands::build::BuildArgs>),
 }
 
-/// Exit codes the controller acts on: a permanent failure is not retried.
+/// Exit codes the controller acts on (documented in `--help` and the README).
 pub mod exit {
     pub const PERMANENT_FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const TRANSIENT_FAILURE: u8 = 3;
+
+    /// An argument that is well-formed for clap but unusable (exit code 2).
+    #[derive(Debug)]
+    pub struct UsageError(pub String);
+
+    impl std::fmt::Display for UsageError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for UsageError {}
+
+    /// The exit code for a failure: transient only when a registry failure that exhausted
+    /// its retries is the cause.
+    pub fn code_for(error: &anyhow::Error) -> u8 {
+        for cause in error.chain() {
+            if cause.downcast_ref::<UsageError>().is_some() {
+                return USAGE;
+            }
+            if let Some(e) = cause.downcast_ref::<crate::registry::RegistryError>() {
+                return if e.is_transient() {
+                    TRANSIENT_FAILURE
+                } else {
+                    PERMANENT_FAILURE
+                };
+            }
+        }
+        PERMANENT_FAILURE
+    }
 }
 
 fn main() -> ExitCode {
@@ -37,12 +98,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ztoc(args) => commands::ztoc::run(args),
         Command::Convert(args) => commands::convert::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Crd(args) => commands::crd::run(args),
+        Command::Run(args) => commands::run::run(*args),
+        Command::Build(args) => commands::build::run(*args),
+        Command::Verify(args) => commands::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(exit::PERMANENT_FAILURE)
+            ExitCode::from(exit::code_for(&e))
         }
     }
 }

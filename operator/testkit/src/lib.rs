@@ -7,12 +7,17 @@
 //! - [`layout`]: OCI image layout writer (OCI/Docker manifests, indexes, attestations).
 //! - [`corpus`]: the conversion cases with their flags and expected outcome.
 //! - [`oracle`]: locate/run upstream `soci convert --standalone`, run ours, compare layouts.
+//! - [`fault_proxy`]: a seeded fault-injecting HTTP proxy (5xx, 429, resets, stalls, cut bodies).
+//! - [`registry`]: a real local registry (Debian's `docker-registry`) and a small client for it.
 
+pub mod bench_registry;
 pub mod compress;
 pub mod corpus;
 pub mod data;
+pub mod fault_proxy;
 pub mod layout;
 pub mod oracle;
+pub mod registry;
 pub mod tarw;
 
 pub use corpus::{CorpusCase, Expect, Scale, corpus};

@@ -1,0 +1,817 @@
+//! The reconcile decision, as a pure function: what the controller observed (spec, status,
+//! resolved digests, target checks, owned Jobs, the time) in; Jobs to create and delete, the
+//! new status and when to look again out. No I/O here, so every transition is unit tested.
+
+use crate::api::condition::{self, LAZY_LOAD_READY, READY, RECONCILING, STALLED};
+use crate::api::{
+    Condition, ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, SociIndexSpec,
+    SociIndexStatus, TargetSpec,
+};
+use crate::registry::RegistryRef;
+use k8s_openapi::jiff::Timestamp;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_TAG_SUFFIX: &str = "-soci";
+pub const DEFAULT_MIN_LAYER_SIZE: i64 = 10 << 20;
+pub const DEFAULT_SPAN_SIZE: i64 = 4 << 20;
+/// How often a running build is looked at even without a Job event.
+pub const RUNNING_JOB_RECHECK: Duration = Duration::from_secs(60);
+const BACKOFF_BASE: Duration = Duration::from_secs(15);
+const BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// Reasons of `LazyLoadReady` (and of `Ready` when an image holds it back).
+pub mod reason {
+    pub const VERIFIED: &str = "Verified";
+    pub const BUILDING: &str = "Building";
+    pub const TARGET_DRIFTED: &str = "TargetDrifted";
+    pub const BUILD_FAILED: &str = "BuildFailed";
+    pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+    pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    pub const NO_INDEXABLE_LAYERS: &str = "NoIndexableLayers";
+    pub const INVALID_REFERENCE: &str = "InvalidReference";
+    pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const SUSPENDED: &str = "Suspended";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Retrying later may succeed: back off and retry.
+    Transient,
+    /// Retrying the same input fails again: stall until the spec changes.
+    Permanent,
+}
+
+/// A failure the controller or a worker observed, with the `LazyLoadReady` reason it maps to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub class: FailureClass,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn permanent(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            class: FailureClass::Permanent,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn transient(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            class: FailureClass::Transient,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the target tag holds, compared with the resolved source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetCheck {
+    /// A valid SOCI binding of this source digest, for every selected platform.
+    Bound {
+        digest: String,
+        platforms: Vec<PlatformStatus>,
+    },
+    /// No such tag.
+    Missing,
+    /// The tag exists but is not a valid binding of this source (moved source tag, damaged or
+    /// overwritten target); `message` says which.
+    NotBound { message: String },
+}
+
+/// One spec image as observed: the source resolved and the target checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageObservation {
+    pub name: String,
+    /// The resolved source digest and the target tag reference, or why there is none.
+    pub resolved: Result<Resolved, Failure>,
+    /// Absent when the source could not be resolved.
+    pub target: Option<Result<TargetCheck, Failure>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// `registry/repo@digest`: what the worker builds.
+    pub source: String,
+    pub digest: String,
+    /// `registry/repo:tag`: where the result goes.
+    pub target: String,
+}
+
+/// A worker Job owned by this object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedJob {
+    pub name: String,
+    /// The `spec.images[].name` it builds (from its label).
+    pub image_name: String,
+    pub state: JobState,
+    pub finished_at: Option<Timestamp>,
+    /// Being deleted already.
+    pub deleting: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed(Failure),
+}
+
+/// A worker Job to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildRequest {
+    pub job_name: String,
+    pub image_name: String,
+    pub source: String,
+    pub source_digest: String,
+    pub target: String,
+    pub settings: BuildSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// Empty: every platform.
+    pub platforms: Vec<String>,
+    pub min_layer_size: i64,
+    pub span_size: i64,
+    pub index_version: IndexVersion,
+}
+
+impl BuildSettings {
+    pub fn from_spec(spec: &SociIndexSpec) -> Self {
+        Self {
+            platforms: spec.platforms.clone(),
+            min_layer_size: spec.min_layer_size.unwrap_or(DEFAULT_MIN_LAYER_SIZE),
+            span_size: spec.span_size.unwrap_or(DEFAULT_SPAN_SIZE),
+            index_version: spec.index_version.unwrap_or_default(),
+        }
+    }
+}
+
+pub struct PlanInput<'a> {
+    pub uid: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a SociIndexSpec,
+    pub status: Option<&'a SociIndexStatus>,
+    /// The value of the reconcile-request annotation.
+    pub reconcile_request: Option<&'a str>,
+    /// One per spec image, in spec order (ignored while suspended).
+    pub images: Vec<ImageObservation>,
+    pub jobs: Vec<ObservedJob>,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub create: Vec<BuildRequest>,
+    /// Names of Jobs to delete (obsolete, or failed transiently and due for a retry).
+    pub delete: Vec<String>,
+    pub status: SociIndexStatus,
+    pub requeue_after: Option<Duration>,
+}
+
+/// The deterministic name of the Job that builds `source_digest` for one image of one object
+/// with these settings: the same inputs never build twice, and a crashed controller finds its
+/// Job again.
+pub fn job_name(
+    uid: &str,
+    image_name: &str,
+    source_digest: &str,
+    target: &str,
+    settings: &BuildSettings,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [uid, image_name, source_digest, target] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(format!("{settings:?}").as_bytes());
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("soci-build-{hex}")
+}
+
+/// The target tag reference for a source reference, per `spec.target`.
+pub fn target_reference(
+    source: &RegistryRef,
+    target: Option<&TargetSpec>,
+    image_name: &str,
+) -> Result<RegistryRef, String> {
+    let source_tag = source.tag.clone().unwrap_or_else(|| {
+        // A digest-only source still gets a stable, readable tag.
+        source
+            .digest
+            .as_deref()
+            .unwrap_or("latest")
+            .replace(':', "-")
+    });
+    let target = target.cloned().unwrap_or_default();
+    let tag = if target.in_place == Some(true) {
+        match &source.tag {
+            Some(t) => t.clone(),
+            None => return Err("target.inPlace needs a source tag, not only a digest".into()),
+        }
+    } else if let Some(template) = &target.tag_template {
+        template
+            .replace("{tag}", &source_tag)
+            .replace("{name}", image_name)
+    } else {
+        format!(
+            "{source_tag}{}",
+            target.tag_suffix.as_deref().unwrap_or(DEFAULT_TAG_SUFFIX)
+        )
+    };
+    let valid = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphanumeric() || c == '_' || (i > 0 && (c == '.' || c == '-'))
+        });
+    if !valid {
+        return Err(format!("target tag {tag:?} is not a valid tag"));
+    }
+    if target.in_place != Some(true) && source.tag.as_deref() == Some(tag.as_str()) {
+        return Err(format!(
+            "target tag {tag:?} is the source tag: set target.inPlace to rewrite it"
+        ));
+    }
+    Ok(source.with_reference(&tag))
+}
+
+/// A spec duration (`90s`, `30m`, `1h30m`, `500ms`); `None` when malformed.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let (scale, unit_len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else {
+            return None;
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// Capped exponential backoff after `failures` transient failures in a row.
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(BACKOFF_MAX)
+}
+
+/// The interval stretched by up to +10%, by a fraction fixed per object, so that many objects
+/// created together do not hit the registry together (and the plan stays deterministic).
+pub fn jittered(interval: Duration, uid: &str) -> Duration {
+    let h = Sha256::digest(uid.as_bytes());
+    let fraction = u16::from_be_bytes([h[0], h[1]]) as f64 / u16::MAX as f64;
+    interval.mul_f64(1.0 + 0.1 * fraction)
+}
+
+pub fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The status to write before the slow work starts when the spec is new or changed: `Ready`
+/// becomes `Unknown` and `Reconciling` true, so readers never see a stale `Ready=True` for a
+/// generation that has not been looked at. `None` when nothing needs writing first.
+pub fn early_status(
+    generation: Option<i64>,
+    status: Option<&SociIndexStatus>,
+    now: Timestamp,
+) -> Option<SociIndexStatus> {
+    let previous = status.cloned().unwrap_or_default();
+    let has_ready = condition::find(&previous.conditions, READY).is_some();
+    if has_ready && previous.observed_generation == generation {
+        return None;
+    }
+    let now = rfc3339(now);
+    let mut next = previous.clone();
+    next.observed_generation = generation;
+    next.conditions = condition::merge(
+        &previous.conditions,
+        vec![
+            Condition::new(
+                READY,
+                ConditionStatus::Unknown,
+                reason::PROGRESSING,
+                "reconciling the new generation",
+            ),
+            Condition::new(
+                RECONCILING,
+                ConditionStatus::True,
+                reason::PROGRESSING,
+                "reconciling the new generation",
+            ),
+        ],
+        generation,
+        &now,
+    );
+    Some(next)
+}
+
+/// Where one image stands after this reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Verified,
+    InProgress,
+    Stalled,
+}
+
+struct ImageOutcome {
+    status: ImageStatus,
+    standing: Standing,
+    create: Option<BuildRequest>,
+    delete: Vec<String>,
+    requeue: Option<Duration>,
+}
+
+pub fn plan(input: PlanInput<'_>) -> Plan {
+    let now_text = rfc3339(input.now);
+    let previous = input.status.cloned().unwrap_or_default();
+    let interval = input
+        .spec
+        .interval
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(DEFAULT_INTERVAL)
+        .max(Duration::from_secs(10));
+
+    if input.spec.suspend {
+        let mut status = previous.clone();
+        status.observed_generation = input.generation;
+        let mut wanted: Vec<Condition> = previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == READY)
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            wanted.push(Condition::new(
+                READY,
+                ConditionStatus::Unknown,
+                reason::SUSPENDED,
+                "suspended before the first reconcile",
+            ));
+        }
+        status.conditions =
+            condition::merge(&previous.conditions, wanted, input.generation, &now_text);
+        return Plan {
+            create: vec![],
+            delete: vec![],
+            status,
+            requeue_after: None,
+        };
+    }
+
+    // A new reconcile request, or a new generation, lifts the stall of every image.
+    let retry_requested = input.reconcile_request.is_some()
+        && input.reconcile_request != previous.last_handled_reconcile_at.as_deref();
+    let spec_unchanged = previous.observed_generation == input.generation;
+    let honour_stalls = spec_unchanged && !retry_requested;
+    let settings = BuildSettings::from_spec(input.spec);
+
+    let mut create = Vec::new();
+    let mut delete = Vec::new();
+    let mut images = Vec::new();
+    let mut standings = Vec::new();
+    let mut requeue: Option<Duration> = None;
+    for observation in &input.images {
+        let spec_image = input
+            .spec
+            .images
+            .iter()
+            .find(|i| i.name == observation.name);
+        let Some(spec_image) = spec_image else {
+            continue;
+        };
+        let before = previous.images.iter().find(|s| s.name == observation.name);
+        let jobs: Vec<&ObservedJob> = input
+            .jobs
+            .iter()
+            .filter(|j| j.image_name == observation.name)
+            .collect();
+        let outcome = plan_image(
+            &input,
+            &settings,
+            &spec_image.image,
+            observation,
+            before,
+            &jobs,
+            honour_stalls,
+            &now_text,
+        );
+        if let Some(r) = outcome.requeue {
+            requeue = Some(requeue.map_or(r, |q: Duration| q.min(r)));
+        }
+        create.extend(outcome.create);
+        delete.extend(outcome.delete);
+        standings.push((outcome.standing, observation.name.clone()));
+        images.push(outcome.status);
+    }
+    // Jobs of images that left the spec.
+    for job in &input.jobs {
+        if !job.deleting && !input.images.iter().any(|o| o.name == job.image_name) {
+            delete.push(job.name.clone());
+        }
+    }
+
+    let desired = images.len() as i32;
+    let ready = standings
+        .iter()
+        .filter(|(s, _)| *s == Standing::Verified)
+        .count() as i32;
+    let in_progress = standings.iter().any(|(s, _)| *s == Standing::InProgress);
+    let first_stalled = images
+        .iter()
+        .zip(&standings)
+        .find(|(_, (s, _))| *s == Standing::Stalled)
+        .map(|(i, _)| i);
+
+    let mut wanted = Vec::new();
+    if ready == desired {
+        wanted.push(Condition::new(
+            READY,
+            ConditionStatus::True,
+            reason::VERIFIED,
+            format!("{ready}/{desired} images are bound to a verified SOCI index"),
+        ));
+    } else if let (Some(stalled), false) = (first_stalled, in_progress) {
+        let lazy = condition::find(&stalled.conditions, LAZY_LOAD_READY);
+        let reason = lazy.map_or(reason::BUILD_FAILED, |c| c.reason.as_str());
+        let message = format!(
+            "image {}: {}",
+            stalled.name,
+            lazy.map_or("", |c| c.message.as_str())
+        );
+        wanted.push(Condition::new(
+            READY,
+            ConditionStatus::False,
+            reason,
+            message.clone(),
+        ));
+        wanted.push(Condition::new(
+            STALLED,
+            ConditionStatus::True,
+            reason,
+            message,
+        ));
+    } else {
+        let waiting: Vec<&str> = images
+            .iter()
+            .zip(&standings)
+            .filter(|(_, (s, _))| *s == Standing::InProgress)
+            .map(|(i, _)| i.name.as_str())
+            .collect();
+        let message = format!(
+            "{ready}/{desired} images ready; in progress: {}",
+            waiting.join(", ")
+        );
+        wanted.push(Condition::new(
+            READY,
+            ConditionStatus::Unknown,
+            reason::PROGRESSING,
+            message.clone(),
+        ));
+        wanted.push(Condition::new(
+            RECONCILING,
+            ConditionStatus::True,
+            reason::PROGRESSING,
+            message,
+        ));
+    }
+    if !in_progress {
+        // Settled (ready or stalled): look again after the interval only.
+        let next = jittered(interval, input.uid);
+        requeue = Some(requeue.map_or(next, |q| q.min(next)));
+    }
+
+    let status = SociIndexStatus {
+        observed_generation: input.generation,
+        conditions: condition::merge(&previous.conditions, wanted, input.generation, &now_text),
+        ready_images: ready,
+        desired_images: desired,
+        summary: Some(format!("{ready}/{desired}")),
+        last_handled_reconcile_at: input
+            .reconcile_request
+            .map(str::to_string)
+            .or(previous.last_handled_reconcile_at.clone()),
+        images,
+    };
+    Plan {
+        create,
+        delete,
+        status,
+        requeue_after: requeue,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_image(
+    input: &PlanInput<'_>,
+    settings: &BuildSettings,
+    spec_image: &str,
+    observation: &ImageObservation,
+    before: Option<&ImageStatus>,
+    jobs: &[&ObservedJob],
+    honour_stalls: bool,
+    now: &str,
+) -> ImageOutcome {
+    let previous = before.cloned().unwrap_or_default();
+    let mut status = ImageStatus {
+        name: observation.name.clone(),
+        image: spec_image.to_string(),
+        // Kept while nothing better is known: the last verified target stays deployable.
+        source_digest: previous.source_digest.clone(),
+        target: previous.target.clone(),
+        target_digest: previous.target_digest.clone(),
+        deploy: previous.deploy.clone(),
+        platforms: previous.platforms.clone(),
+        job: previous.job.clone(),
+        last_build_time: previous.last_build_time.clone(),
+        failures: previous.failures,
+        conditions: vec![],
+    };
+    let outcome = |status: ImageStatus,
+                   standing: Standing,
+                   lazy: Condition,
+                   create: Option<BuildRequest>,
+                   delete: Vec<String>,
+                   requeue: Option<Duration>| {
+        let mut status = status;
+        status.conditions =
+            condition::merge(&previous.conditions, vec![lazy], input.generation, now);
+        ImageOutcome {
+            status,
+            standing,
+            create,
+            delete,
+            requeue,
+        }
+    };
+    let all_job_names = || -> Vec<String> {
+        jobs.iter()
+            .filter(|j| !j.deleting && j.state != JobState::Running)
+            .map(|j| j.name.clone())
+            .collect()
+    };
+
+    let resolved = match &observation.resolved {
+        Ok(r) => r,
+        Err(f) => {
+            let (standing, requeue, cond_status) = failure_standing(f, &mut status);
+            let lazy = Condition::new(LAZY_LOAD_READY, cond_status, &f.reason, &f.message);
+            // A source that can no longer be resolved makes its finished Jobs pointless.
+            let delete = if f.class == FailureClass::Permanent {
+                all_job_names()
+            } else {
+                vec![]
+            };
+            return outcome(status, standing, lazy, None, delete, requeue);
+        }
+    };
+    status.source_digest = Some(resolved.digest.clone());
+    status.target = Some(resolved.target.clone());
+    let name = job_name(
+        input.uid,
+        &observation.name,
+        &resolved.digest,
+        &resolved.target,
+        settings,
+    );
+    // Jobs that build something else (an older digest, other settings) are obsolete.
+    let obsolete: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.name != name && !j.deleting)
+        .map(|j| j.name.clone())
+        .collect();
+    let current = jobs.iter().find(|j| j.name == name && !j.deleting);
+    let target = observation
+        .target
+        .clone()
+        .unwrap_or(Ok(TargetCheck::Missing));
+
+    // The registry answer wins: a bound target is ready whatever the Jobs say.
+    match &target {
+        Ok(TargetCheck::Bound { digest, platforms }) => {
+            status.target_digest = Some(digest.clone());
+            status.deploy = Some(format!("{}@{digest}", resolved.target));
+            status.platforms = platforms.clone();
+            status.failures = 0;
+            if let Some(job) = current
+                && job.state == JobState::Succeeded
+            {
+                status.job = Some(job.name.clone());
+                if let Some(t) = job.finished_at {
+                    status.last_build_time = Some(rfc3339(t));
+                }
+            }
+            let lazy = Condition::new(
+                LAZY_LOAD_READY,
+                ConditionStatus::True,
+                reason::VERIFIED,
+                format!("deploy {}@{digest}", resolved.target),
+            );
+            return outcome(status, Standing::Verified, lazy, None, obsolete, None);
+        }
+        Err(f) => {
+            let (standing, requeue, cond_status) = failure_standing(f, &mut status);
+            let lazy = Condition::new(LAZY_LOAD_READY, cond_status, &f.reason, &f.message);
+            return outcome(status, standing, lazy, None, obsolete, requeue);
+        }
+        Ok(TargetCheck::Missing) | Ok(TargetCheck::NotBound { .. }) => {}
+    }
+    // The target is not (or no longer) a valid binding of this source.
+    status.target_digest = None;
+    status.deploy = None;
+    status.platforms.clear();
+    let drift = match &target {
+        Ok(TargetCheck::NotBound { message }) => Some(message.clone()),
+        _ => None,
+    };
+    match current.map(|j| (&j.state, j)) {
+        Some((JobState::Running, job)) => {
+            status.job = Some(job.name.clone());
+            let lazy = Condition::new(
+                LAZY_LOAD_READY,
+                ConditionStatus::Unknown,
+                reason::BUILDING,
+                format!("Job {} is building {}", job.name, resolved.target),
+            );
+            outcome(
+                status,
+                Standing::InProgress,
+                lazy,
+                None,
+                obsolete,
+                Some(RUNNING_JOB_RECHECK),
+            )
+        }
+        Some((JobState::Succeeded, job)) => {
+            // The worker says done, the registry disagrees: rebuilding would fail the same way.
+            status.job = Some(job.name.clone());
+            let message = format!(
+                "Job {} succeeded but {} is not a valid SOCI binding of {}: {}",
+                job.name,
+                resolved.target,
+                resolved.source,
+                drift.as_deref().unwrap_or("the target tag is missing")
+            );
+            let lazy = Condition::new(
+                LAZY_LOAD_READY,
+                ConditionStatus::False,
+                reason::VERIFICATION_FAILED,
+                message,
+            );
+            outcome(status, Standing::Stalled, lazy, None, obsolete, None)
+        }
+        Some((JobState::Failed(f), job)) => {
+            status.job = Some(job.name.clone());
+            let message = format!("Job {}: {}", job.name, f.message);
+            if f.class == FailureClass::Permanent {
+                let lazy =
+                    Condition::new(LAZY_LOAD_READY, ConditionStatus::False, &f.reason, message);
+                return outcome(status, Standing::Stalled, lazy, None, obsolete, None);
+            }
+            // Transient: keep the failed Job (it blocks a re-create) until the backoff is over.
+            let wait = backoff(status.failures.max(1) as u32);
+            let due = job
+                .finished_at
+                .map(|t| input.now.duration_since(t).unsigned_abs() >= wait)
+                .unwrap_or(true);
+            let mut delete = obsolete;
+            let requeue = if due {
+                status.failures = status.failures.saturating_add(1);
+                delete.push(job.name.clone());
+                Duration::from_secs(5)
+            } else {
+                let elapsed = job
+                    .finished_at
+                    .map(|t| input.now.duration_since(t).unsigned_abs())
+                    .unwrap_or_default();
+                wait.saturating_sub(elapsed).max(Duration::from_secs(1))
+            };
+            // Unknown, not False: the outcome is open, and a False build reason is what marks a
+            // permanent stall for later reconciles.
+            let lazy = Condition::new(
+                LAZY_LOAD_READY,
+                ConditionStatus::Unknown,
+                &f.reason,
+                format!("{message}; retrying"),
+            );
+            outcome(
+                status,
+                Standing::InProgress,
+                lazy,
+                None,
+                delete,
+                Some(requeue),
+            )
+        }
+        None => {
+            // A permanent failure of this very build is not retried until the spec changes or a
+            // reconcile is requested, even when its Job has been cleaned up since.
+            let previous_lazy = condition::find(&previous.conditions, LAZY_LOAD_READY);
+            if honour_stalls
+                && previous.job.as_deref() == Some(name.as_str())
+                && previous.source_digest.as_deref() == Some(resolved.digest.as_str())
+                && let Some(lazy) = previous_lazy
+                && lazy.status == ConditionStatus::False
+                && is_permanent_build_reason(&lazy.reason)
+            {
+                let lazy = lazy.clone();
+                return outcome(status, Standing::Stalled, lazy, None, obsolete, None);
+            }
+            status.job = Some(name.clone());
+            let (why, message) = match &drift {
+                Some(m) => (
+                    reason::TARGET_DRIFTED,
+                    format!("{m}; Job {name} is rebuilding it"),
+                ),
+                None => (
+                    reason::BUILDING,
+                    format!("Job {name} is building {}", resolved.target),
+                ),
+            };
+            let lazy = Condition::new(LAZY_LOAD_READY, ConditionStatus::Unknown, why, message);
+            let request = BuildRequest {
+                job_name: name,
+                image_name: observation.name.clone(),
+                source: resolved.source.clone(),
+                source_digest: resolved.digest.clone(),
+                target: resolved.target.clone(),
+                settings: settings.clone(),
+            };
+            outcome(
+                status,
+                Standing::InProgress,
+                lazy,
+                Some(request),
+                obsolete,
+                Some(RUNNING_JOB_RECHECK),
+            )
+        }
+    }
+}
+
+fn is_permanent_build_reason(reason: &str) -> bool {
+    [
+        reason::BUILD_FAILED,
+        reason::VERIFICATION_FAILED,
+        reason::IMAGE_NOT_FOUND,
+        reason::UNAUTHORIZED,
+        reason::NO_INDEXABLE_LAYERS,
+        reason::INVALID_REFERENCE,
+        reason::DEADLINE_EXCEEDED,
+    ]
+    .contains(&reason)
+}
+
+/// How a registry failure seen by the controller itself weighs: permanent ones stall, transient
+/// ones count towards the backoff.
+fn failure_standing(
+    f: &Failure,
+    status: &mut ImageStatus,
+) -> (Standing, Option<Duration>, ConditionStatus) {
+    match f.class {
+        FailureClass::Permanent => (Standing::Stalled, None, ConditionStatus::False),
+        FailureClass::Transient => {
+            status.failures = status.failures.saturating_add(1);
+            (
+                Standing::InProgress,
+                Some(backoff(status.failures.max(0) as u32)),
+                ConditionStatus::Unknown,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

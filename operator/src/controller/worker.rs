@@ -1,0 +1,527 @@
+//! The worker Job: how a [`BuildRequest`] becomes a restricted Job running `soci-operator
+//! build`, how the worker reports (JSON in its termination message), and how a finished Job is
+//! read back into a [`JobState`].
+
+use super::plan::{BuildRequest, Failure, FailureClass, JobState, ObservedJob, reason};
+use crate::api::{IndexVersion, SociIndex};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, KeyToPath, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ProjectedVolumeSource, SeccompProfile, SecretProjection, SecurityContext, Toleration, Volume,
+    VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "soci-operator";
+pub const OWNER_UID_LABEL: &str = "soci.dev/owner-uid";
+pub const IMAGE_LABEL: &str = "soci.dev/image";
+pub const SOURCE_ANNOTATION: &str = "soci.dev/source";
+pub const TARGET_ANNOTATION: &str = "soci.dev/target";
+pub const DEFAULT_DEADLINE_SECONDS: i64 = 1800;
+pub const DEFAULT_BACKOFF_LIMIT: i32 = 1;
+/// Finished Jobs (and their Pods, with the result) are kept this long, then removed.
+pub const TTL_AFTER_FINISHED_SECONDS: i32 = 3600;
+const RESULT_PATH: &str = "/dev/termination-log";
+const REGISTRY_CONFIG_DIR: &str = "/var/run/soci/registry";
+/// Not root, and the conventional "nonroot" id of distroless images.
+const WORKER_UID: i64 = 65532;
+
+/// What the operator's configuration adds to every worker Pod (`--worker-pod-config FILE`,
+/// YAML or JSON). Lists are appended to what the Job needs; maps are merged.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerPodConfig {
+    #[serde(default)]
+    pub host_network: Option<bool>,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub volume_mounts: Vec<VolumeMount>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub priority_class_name: Option<String>,
+}
+
+/// What the controller passes to every worker besides the request.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    pub image: String,
+    pub pod: WorkerPodConfig,
+    /// `--insecure-registry` values handed on to the worker.
+    pub insecure_registries: Vec<String>,
+}
+
+/// The worker's report, written as JSON to its termination message (at most 4 KiB).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerResult {
+    pub ok: bool,
+    /// `transient` or `permanent` when not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    /// The `LazyLoadReady` reason when not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_digest: Option<String>,
+    #[serde(default)]
+    pub soci_indexes: usize,
+    #[serde(default)]
+    pub layers_indexed: usize,
+    #[serde(default)]
+    pub layers_skipped: usize,
+}
+
+pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOptions) -> Job {
+    let spec = &owner.spec;
+    let settings = &request.settings;
+    let job_settings = spec.job.clone().unwrap_or_default();
+    let uid = owner.metadata.uid.clone().unwrap_or_default();
+
+    let mut args = vec![
+        "build".to_string(),
+        "--source".into(),
+        request.source.clone(),
+        "--target".into(),
+        request.target.clone(),
+        "--result-file".into(),
+        RESULT_PATH.into(),
+        "--min-layer-size".into(),
+        settings.min_layer_size.to_string(),
+        "--span-size".into(),
+        settings.span_size.to_string(),
+        "--index-version".into(),
+        match settings.index_version {
+            IndexVersion::V1 => "v1".into(),
+            IndexVersion::V2 => "v2".into(),
+        },
+    ];
+    for p in &settings.platforms {
+        args.extend(["--platform".into(), p.clone()]);
+    }
+    for r in &options.insecure_registries {
+        args.extend(["--insecure-registry".into(), r.clone()]);
+    }
+
+    let credentials = spec.credentials.clone().unwrap_or_default();
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    // Only the first docker-config Secret is used by the worker for now (one config.json).
+    if let Some(secret) = credentials.secret_refs.first() {
+        args.extend([
+            "--registry-config".into(),
+            format!("{REGISTRY_CONFIG_DIR}/config.json"),
+        ]);
+        volumes.push(Volume {
+            name: "registry-config".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: secret.name.clone(),
+                        items: Some(vec![KeyToPath {
+                            key: ".dockerconfigjson".into(),
+                            path: "config.json".into(),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "registry-config".into(),
+            mount_path: REGISTRY_CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    volumes.extend(options.pod.volumes.iter().cloned());
+    mounts.extend(options.pod.volume_mounts.iter().cloned());
+
+    let mut labels = options.pod.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    labels.insert(OWNER_UID_LABEL.into(), uid);
+    labels.insert(IMAGE_LABEL.into(), request.image_name.clone());
+    let mut annotations = BTreeMap::new();
+    annotations.insert(SOURCE_ANNOTATION.into(), request.source.clone());
+    annotations.insert(TARGET_ANNOTATION.into(), request.target.clone());
+    let mut pod_annotations = options.pod.annotations.clone();
+    pod_annotations.extend(annotations.clone());
+
+    let mut node_selector = options.pod.node_selector.clone();
+    node_selector.extend(job_settings.node_selector.clone());
+    let mut tolerations = options.pod.tolerations.clone();
+    tolerations.extend(job_settings.tolerations.clone());
+
+    let container = Container {
+        name: "build".into(),
+        image: Some(options.image.clone()),
+        args: Some(args),
+        env: (!options.pod.env.is_empty()).then(|| options.pod.env.clone()),
+        resources: job_settings.resources.clone(),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        termination_message_path: Some(RESULT_PATH.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(WORKER_UID),
+            run_as_group: Some(WORKER_UID),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service_account = credentials.service_account_name.clone();
+    let pod_spec = PodSpec {
+        restart_policy: Some("Never".into()),
+        // No API access unless a ServiceAccount was asked for (its token is workload identity).
+        automount_service_account_token: Some(service_account.is_some()),
+        service_account_name: service_account,
+        host_network: options.pod.host_network,
+        priority_class_name: options.pod.priority_class_name.clone(),
+        node_selector: (!node_selector.is_empty()).then_some(node_selector),
+        tolerations: (!tolerations.is_empty()).then_some(tolerations),
+        volumes: (!volumes.is_empty()).then_some(volumes),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(WORKER_UID),
+            run_as_group: Some(WORKER_UID),
+            fs_group: Some(WORKER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        ..Default::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(request.job_name.clone()),
+            namespace: owner.metadata.namespace.clone(),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(job_settings.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT)),
+            active_deadline_seconds: Some(
+                job_settings
+                    .active_deadline_seconds
+                    .unwrap_or(DEFAULT_DEADLINE_SECONDS),
+            ),
+            ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// A Job and its last Pod as the plan sees them. The Pod's termination message (the worker's
+/// JSON result) classifies a failure; without it the exit code does, then the Job's reason.
+pub fn observe_job(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
+    let labels = job.metadata.labels.as_ref()?;
+    let image_name = labels.get(IMAGE_LABEL)?.clone();
+    let status = job.status.clone().unwrap_or_default();
+    let conditions = status.conditions.unwrap_or_default();
+    let true_condition = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    let finished_at = status.completion_time.as_ref().map(|t| t.0).or_else(|| {
+        true_condition("Failed").and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
+    });
+    let state = if true_condition("Complete").is_some() {
+        JobState::Succeeded
+    } else if let Some(failed) = true_condition("Failed") {
+        JobState::Failed(job_failure(
+            failed.reason.as_deref().unwrap_or(""),
+            failed.message.as_deref().unwrap_or(""),
+            last_termination(pods),
+        ))
+    } else {
+        JobState::Running
+    };
+    Some(ObservedJob {
+        name: job.metadata.name.clone()?,
+        image_name,
+        state,
+        finished_at,
+        deleting: job.metadata.deletion_timestamp.is_some(),
+    })
+}
+
+/// The (exit code, message) of the newest terminated worker container among the Job's Pods.
+fn last_termination(pods: &[Pod]) -> Option<(i32, String)> {
+    pods.iter()
+        .filter_map(|p| {
+            let started = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let terminated = p
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find_map(|c| c.state.as_ref()?.terminated.clone())?;
+            Some((started, terminated))
+        })
+        .max_by_key(|(started, _)| *started)
+        .map(|(_, t)| (t.exit_code, t.message.unwrap_or_default()))
+}
+
+pub fn job_failure(
+    job_reason: &str,
+    job_message: &str,
+    termination: Option<(i32, String)>,
+) -> Failure {
+    if job_reason == "DeadlineExceeded" {
+        return Failure::permanent(
+            reason::DEADLINE_EXCEEDED,
+            format!(
+                "the build ran past spec.job.activeDeadlineSeconds and was stopped ({job_message})"
+            ),
+        );
+    }
+    let Some((exit_code, message)) = termination else {
+        return Failure::transient(
+            reason::BUILD_FAILED,
+            format!("the worker failed without a result ({job_reason}: {job_message})"),
+        );
+    };
+    if let Ok(result) = serde_json::from_str::<WorkerResult>(message.trim()) {
+        let class = match result.error_class.as_deref() {
+            Some("transient") => FailureClass::Transient,
+            _ => FailureClass::Permanent,
+        };
+        return Failure {
+            class,
+            reason: result.reason.unwrap_or_else(|| reason::BUILD_FAILED.into()),
+            message: result
+                .message
+                .unwrap_or_else(|| format!("exit code {exit_code}")),
+        };
+    }
+    // No JSON: the message is the tail of the log (FallbackToLogsOnError).
+    let tail: String = message
+        .trim()
+        .chars()
+        .rev()
+        .take(400)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let text = format!("exit code {exit_code}: {tail}");
+    if exit_code == i32::from(crate::exit::TRANSIENT_FAILURE) || exit_code == 137 {
+        Failure::transient(reason::BUILD_FAILED, text)
+    } else {
+        Failure::permanent(reason::BUILD_FAILED, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ImageSpec, JobSettings, SociIndexSpec};
+    use crate::controller::plan::BuildSettings;
+
+    fn owner() -> SociIndex {
+        let mut o = SociIndex::new(
+            "apps",
+            SociIndexSpec {
+                images: vec![ImageSpec {
+                    name: "web".into(),
+                    image: "127.0.0.1:5000/web:v1".into(),
+                }],
+                target: None,
+                platforms: vec!["linux/amd64".into()],
+                min_layer_size: None,
+                span_size: None,
+                index_version: None,
+                credentials: None,
+                interval: None,
+                suspend: false,
+                deletion_policy: None,
+                job: Some(JobSettings {
+                    active_deadline_seconds: Some(600),
+                    ..Default::default()
+                }),
+            },
+        );
+        o.metadata.namespace = Some("team".into());
+        o.metadata.uid = Some("uid-1".into());
+        o
+    }
+
+    fn request() -> BuildRequest {
+        BuildRequest {
+            job_name: "soci-build-0123".into(),
+            image_name: "web".into(),
+            source: "127.0.0.1:5000/web@sha256:aa".into(),
+            source_digest: "sha256:aa".into(),
+            target: "127.0.0.1:5000/web:v1-soci".into(),
+            settings: BuildSettings::from_spec(&owner().spec),
+        }
+    }
+
+    #[test]
+    fn worker_job_is_restricted_owned_labelled_and_bounded() {
+        let options = WorkerOptions {
+            image: "reg/soci-operator:1".into(),
+            pod: WorkerPodConfig {
+                host_network: Some(true),
+                env: vec![EnvVar {
+                    name: "KUBERNETES_SERVICE_HOST".into(),
+                    value: Some("127.0.0.1".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            insecure_registries: vec!["reg".into()],
+        };
+        let job = build_job(&owner(), &request(), &options);
+        let meta = &job.metadata;
+        assert_eq!(meta.name.as_deref(), Some("soci-build-0123"));
+        assert_eq!(meta.namespace.as_deref(), Some("team"));
+        let owner_ref = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner_ref.kind.as_str(), owner_ref.controller),
+            ("SociIndex", Some(true))
+        );
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels[OWNER_UID_LABEL], "uid-1");
+        assert_eq!(labels[IMAGE_LABEL], "web");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.backoff_limit, Some(DEFAULT_BACKOFF_LIMIT));
+        assert!(spec.ttl_seconds_after_finished.is_some());
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.host_network, Some(true));
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(65532));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let args = c.args.as_ref().unwrap().join(" ");
+        assert!(args.starts_with(
+            "build --source 127.0.0.1:5000/web@sha256:aa --target 127.0.0.1:5000/web:v1-soci"
+        ));
+        assert!(args.contains("--platform linux/amd64"));
+        assert!(args.contains("--insecure-registry reg"));
+        assert_eq!(c.env.as_ref().unwrap()[0].name, "KUBERNETES_SERVICE_HOST");
+    }
+
+    #[test]
+    fn a_service_account_and_a_secret_reach_the_worker() {
+        let mut o = owner();
+        o.spec.credentials = Some(crate::api::Credentials {
+            secret_refs: vec![crate::api::SecretRef {
+                name: "pull".into(),
+            }],
+            service_account_name: Some("builder".into()),
+        });
+        let job = build_job(&o, &request(), &WorkerOptions::default());
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        assert_eq!(pod.service_account_name.as_deref(), Some("builder"));
+        let volume = &pod.volumes.unwrap()[0];
+        let projected = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
+        assert_eq!(projected[0].secret.as_ref().unwrap().name, "pull");
+        assert!(
+            pod.containers[0]
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&"--registry-config".to_string())
+        );
+    }
+
+    #[test]
+    fn failures_are_classified_from_result_exit_code_and_job_reason() {
+        let result = serde_json::to_string(&WorkerResult {
+            ok: false,
+            error_class: Some("permanent".into()),
+            reason: Some(reason::IMAGE_NOT_FOUND.into()),
+            message: Some("no such manifest".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let f = job_failure("BackoffLimitExceeded", "", Some((1, result)));
+        assert_eq!(
+            (f.class, f.reason.as_str()),
+            (FailureClass::Permanent, reason::IMAGE_NOT_FOUND)
+        );
+        let f = job_failure("BackoffLimitExceeded", "", Some((3, "error: 503".into())));
+        assert_eq!(f.class, FailureClass::Transient);
+        let f = job_failure("BackoffLimitExceeded", "", Some((1, "error: bad".into())));
+        assert_eq!(
+            (f.class, f.reason.as_str()),
+            (FailureClass::Permanent, reason::BUILD_FAILED)
+        );
+        let f = job_failure("DeadlineExceeded", "too slow", None);
+        assert_eq!(
+            (f.class, f.reason.as_str()),
+            (FailureClass::Permanent, reason::DEADLINE_EXCEEDED)
+        );
+        let f = job_failure("BackoffLimitExceeded", "", None);
+        assert_eq!(f.class, FailureClass::Transient);
+    }
+
+    #[test]
+    fn pod_config_rejects_unknown_fields() {
+        let ok: WorkerPodConfig =
+            serde_yaml::from_str("hostNetwork: true\nenv: [{name: A, value: b}]\n").unwrap();
+        assert_eq!(ok.host_network, Some(true));
+        assert!(serde_yaml::from_str::<WorkerPodConfig>("hostNetwrok: true\n").is_err());
+    }
+}
