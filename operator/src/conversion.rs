@@ -17,14 +17,14 @@ use soci_format::convert::{
 };
 use soci_format::layer_indexer::{IndexerLimits, LayerCompression, LayerIndexer};
 use soci_format::oci::{self, Descriptor, Index, Manifest};
-use soci_format::ztoc::ZtocBytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
 /// Chunks queued between a layer's reader and its indexing thread: bounds memory per layer
-/// to this many chunks (1 MiB from files, smaller from the network).
+/// to this many chunks (256 KiB from files, the indexer's own piece size; smaller from the
+/// network).
 const INDEXER_QUEUE: usize = 8;
 
 /// How a layer media type is read (containerd's `DiffCompression`, as upstream uses it);
@@ -151,8 +151,8 @@ pub async fn convert<S: ImageSource, D: ImageSink>(
         .iter()
         .map(|(layer, (bytes, report))| {
             let info = ZtocInfo {
-                digest: bytes.digest().to_string(),
-                size: bytes.len() as i64,
+                digest: bytes.digest.clone(),
+                size: bytes.bytes.len() as i64,
                 disable_xattrs: settings.optimize_xattrs && report.xattr_free,
             };
             (layer.clone(), info)
@@ -166,9 +166,9 @@ pub async fn convert<S: ImageSource, D: ImageSink>(
     for (desc, bytes) in output.blobs.iter().chain(root.synthesized.iter()) {
         new_blobs.insert(desc.digest.clone(), Bytes::from(bytes.clone()));
     }
-    let ztocs: HashMap<String, &ZtocBytes> = built
+    let ztocs: HashMap<String, &ZtocBlob> = built
         .values()
-        .map(|(bytes, _)| (bytes.digest().to_string(), bytes))
+        .map(|(ztoc, _)| (ztoc.digest.clone(), ztoc))
         .collect();
 
     let mut roots = vec![output.image_index.clone()];
@@ -206,14 +206,13 @@ async fn build_ztocs<S: ImageSource>(
     source: &S,
     layers: &[LayerToIndex],
     settings: &ConvertSettings,
-) -> Result<HashMap<String, (ZtocBytes, LayerReport)>> {
+) -> Result<HashMap<String, (ZtocBlob, LayerReport)>> {
     stream::iter(layers)
         .map(|layer| async move {
             let built = build_one(source, layer, settings).await?;
             eprintln!(
                 "layer {} -> ztoc {}",
-                layer.descriptor.digest,
-                built.0.digest()
+                layer.descriptor.digest, built.0.digest
             );
             Ok::<_, anyhow::Error>((layer.descriptor.digest.clone(), built))
         })
@@ -228,7 +227,7 @@ async fn build_one<S: ImageSource>(
     source: &S,
     layer: &LayerToIndex,
     settings: &ConvertSettings,
-) -> Result<(ZtocBytes, LayerReport)> {
+) -> Result<(ZtocBlob, LayerReport)> {
     let started = Instant::now();
     let desc = &layer.descriptor;
     let label = format!(
@@ -279,13 +278,22 @@ async fn build_one<S: ImageSource>(
         uncompressed_size: built.uncompressed_archive_size,
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok((built.bytes, report))
+    let ztoc = ZtocBlob {
+        digest: built.bytes.digest().to_string(),
+        bytes: Bytes::from(built.bytes.into_vec()),
+    };
+    Ok((ztoc, report))
+}
+
+/// A built zTOC as one buffer, shared (not copied) with every write of it.
+struct ZtocBlob {
+    digest: String,
+    bytes: Bytes,
 }
 
 enum Content<'z> {
     New(Bytes),
-    /// Concatenated only when written, `jobs` at a time, so zTOCs are not held twice.
-    Ztoc(&'z ZtocBytes),
+    Ztoc(&'z ZtocBlob),
     FromSource,
 }
 
@@ -305,7 +313,7 @@ fn collect_writes<'a, 'z: 'a, S: ImageSource>(
     desc: &'a Descriptor,
     source: &'a S,
     new_blobs: &'a HashMap<String, Bytes>,
-    ztocs: &'a HashMap<String, &'z ZtocBytes>,
+    ztocs: &'a HashMap<String, &'z ZtocBlob>,
     list: &'a mut WriteList<'z>,
 ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
     Box::pin(async move {
@@ -367,7 +375,7 @@ async fn write_all<S: ImageSource, D: ImageSink>(
         .map(|(desc, content)| async move {
             match content {
                 Content::New(bytes) => sink_ref.put_blob(desc, bytes.clone()).await,
-                Content::Ztoc(ztoc) => sink_ref.put_blob(desc, Bytes::from(ztoc.to_vec())).await,
+                Content::Ztoc(ztoc) => sink_ref.put_blob(desc, ztoc.bytes.clone()).await,
                 Content::FromSource => sink_ref.copy_blob(source, desc).await,
             }
             .with_context(|| format!("writing blob {} to {}", desc.digest, sink_ref.describe()))

@@ -103,6 +103,16 @@ impl ZtocBytes {
     pub fn to_vec(&self) -> Vec<u8> {
         self.parts().concat()
     }
+
+    /// The zTOC as one buffer, grown from the checkpoint blob's allocation (the bulk of a zTOC),
+    /// so its bytes are never held twice.
+    pub fn into_vec(self) -> Vec<u8> {
+        let mut out = self.checkpoints;
+        out.reserve_exact(self.head.len() + self.tail.len());
+        out.splice(0..0, self.head);
+        out.extend_from_slice(&self.tail);
+        out
+    }
 }
 
 pub fn sha256_digest_string(bytes: &[&[u8]]) -> String {
@@ -290,6 +300,11 @@ mod tests {
             "sha256:eba28fdf50b1b57543f57dd051b2468c1d4f57b64d2006c75aa4de1d03e6c7ec"
         );
         assert_eq!(sha256_digest_string(&[&bytes.to_vec()]), bytes.digest());
+        // One buffer, same bytes: what conversion writes.
+        let joined = bytes.to_vec();
+        let contiguous = bytes.into_vec();
+        assert_eq!(contiguous.len(), 65928);
+        assert!(contiguous == joined);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tokio::task::block_in_place;
 
 /// Bytes read from a layer file per chunk.
-pub const LAYER_READ_CHUNK: usize = 1 << 20;
+pub const LAYER_READ_CHUNK: usize = 256 << 10;
 
 const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
