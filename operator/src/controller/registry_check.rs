@@ -8,6 +8,7 @@ use crate::image::registry_io::RegistrySource;
 use crate::readiness::{ImageReport, inspect};
 use crate::registry::error::PermanentCause;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
+use crate::verification::verify_binding;
 use std::sync::Arc;
 
 /// Maps a registry failure to the reason and class the plan acts on.
@@ -87,12 +88,42 @@ pub async fn target_binding(
     let target_report = inspect(&RegistrySource::new(client.clone(), pinned_target), min)
         .await
         .map_err(|e| failure_of(&e))?;
-    Ok(compare(
+    let check = compare(
         &source_report,
         &target_report,
         &settings.platforms,
         &resolved.digest,
-    ))
+    );
+    let TargetCheck::Bound { platforms, .. } = &check else {
+        return Ok(check);
+    };
+    // What the snapshotter checks when it loads the index (canonical JSON, zTOCs parseable,
+    // span offsets increasing): a bound target failing it is not lazily loadable.
+    let report = verify_binding(client.clone(), target.with_reference(&found.digest), false)
+        .await
+        .map_err(|e| failure_of(&e))?;
+    let problems: Vec<String> = report
+        .platforms
+        .iter()
+        .filter(|v| {
+            platforms.iter().any(|p| {
+                p.platform == v.platform
+                    || (p.soci_index_digest.is_some() && p.soci_index_digest == v.soci_index)
+            })
+        })
+        .flat_map(|v| {
+            v.problems
+                .iter()
+                .map(move |problem| format!("platform {}: {problem}", v.platform))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(check)
+    } else {
+        Ok(TargetCheck::NotBound {
+            message: format!("the target fails verification: {}", problems.join("; ")),
+        })
+    }
 }
 
 /// The comparison behind [`target_binding`], pure.
