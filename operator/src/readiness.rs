@@ -55,38 +55,63 @@ fn is_soci_entry(d: &Descriptor) -> bool {
             .is_some()
 }
 
-pub async fn inspect<S: ImageSource>(source: &S, min_layer_size: i64) -> Result<ImageReport> {
-    let root = source.resolve().await?;
-    let target = root.target.clone();
+/// What an image's root names, as `inspect` and `verify` both read it.
+pub struct ImageEntries {
+    pub target: Descriptor,
+    /// The image manifests, without attestations and SOCI index entries.
+    pub manifests: Vec<Descriptor>,
+    /// SOCI index entries that lost their `artifactType`.
+    pub notes: Vec<String>,
+}
+
+pub async fn image_entries<S: ImageSource>(source: &S) -> Result<ImageEntries> {
+    let target = source.resolve().await?.target;
     let mut notes = Vec::new();
-    let mut entries = Vec::new();
-    if oci::is_index_type(&target.media_type) {
-        let bytes = source
-            .read_json(&target)
-            .await?
-            .ok_or_else(|| anyhow!("{}: image index missing", source.describe()))?;
-        let index = Index::from_json(&bytes).map_err(|e| anyhow!("{}: {e}", source.describe()))?;
-        for d in index.manifests.unwrap_or_default() {
-            if is_soci_entry(&d) {
-                if d.artifact_type.is_empty() {
-                    notes.push(format!(
-                        "SOCI index entry {} has no artifactType (a copy by skopeo 1.9 drops it); the soci-snapshotter still finds the index through the image manifest annotation",
-                        d.digest
-                    ));
-                }
-                continue;
-            }
-            let attestation = d
-                .platform
-                .as_ref()
-                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
-            if !attestation && oci::is_manifest_type(&d.media_type) {
-                entries.push(d);
-            }
-        }
-    } else {
-        entries.push(target.clone());
+    let mut manifests = Vec::new();
+    if !oci::is_index_type(&target.media_type) {
+        manifests.push(target.clone());
+        return Ok(ImageEntries {
+            target,
+            manifests,
+            notes,
+        });
     }
+    let bytes = source
+        .read_json(&target)
+        .await?
+        .ok_or_else(|| anyhow!("{}: image index missing", source.describe()))?;
+    let index = Index::from_json(&bytes).map_err(|e| anyhow!("{}: {e}", source.describe()))?;
+    for d in index.manifests.unwrap_or_default() {
+        if is_soci_entry(&d) {
+            if d.artifact_type.is_empty() {
+                notes.push(format!(
+                    "SOCI index entry {} has no artifactType (skopeo copy 1.9 drops it): the soci-snapshotter finds v2 indexes through the image manifest annotation, so lazy loading is unaffected; tools that list SOCI indexes by artifactType will not see it",
+                    d.digest
+                ));
+            }
+            continue;
+        }
+        let attestation = d
+            .platform
+            .as_ref()
+            .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
+        if !attestation && oci::is_manifest_type(&d.media_type) {
+            manifests.push(d);
+        }
+    }
+    Ok(ImageEntries {
+        target,
+        manifests,
+        notes,
+    })
+}
+
+pub async fn inspect<S: ImageSource>(source: &S, min_layer_size: i64) -> Result<ImageReport> {
+    let ImageEntries {
+        target,
+        manifests: entries,
+        notes,
+    } = image_entries(source).await?;
     let mut platforms = Vec::new();
     for entry in entries {
         platforms.push(inspect_manifest(source, &entry, min_layer_size).await?);

@@ -20,10 +20,11 @@
 
 use crate::image::registry_io::RegistrySource;
 use crate::image::{BlobReader, ImageSource, VerifiedReader};
+use crate::readiness::{ImageEntries, image_entries};
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
-use soci_format::oci::{self, Descriptor, Index, Manifest};
+use soci_format::oci::{self, Descriptor, Manifest};
 use soci_format::ztoc::{CompressionAlgorithm, Ztoc, hex_lower};
 use soci_format::ztoc_reader::{self, SpanRange};
 use std::sync::Arc;
@@ -118,46 +119,13 @@ fn finding(e: anyhow::Error) -> Result<String> {
     Ok(format!("{e:#}"))
 }
 
-fn is_soci_entry(d: &Descriptor) -> bool {
-    d.artifact_type
-        .starts_with("application/vnd.amazon.soci.index")
-        || d.annotation(oci::ANNOTATION_IMAGE_MANIFEST_DIGEST)
-            .is_some()
-}
-
 /// Verifies the binding of any image source (registry or layout).
 pub async fn verify<S: ImageSource>(source: &S, deep: bool) -> Result<VerificationReport> {
-    let root = source.resolve().await?;
-    let target = root.target.clone();
-    let mut notes = Vec::new();
-    let mut entries = Vec::new();
-    if oci::is_index_type(&target.media_type) {
-        let bytes = source
-            .read_json(&target)
-            .await?
-            .ok_or_else(|| anyhow!("{}: image index missing", source.describe()))?;
-        let index = Index::from_json(&bytes).map_err(|e| anyhow!("{}: {e}", source.describe()))?;
-        for d in index.manifests.unwrap_or_default() {
-            if is_soci_entry(&d) {
-                if d.artifact_type.is_empty() {
-                    notes.push(format!(
-                        "SOCI index entry {} has no artifactType (skopeo copy 1.9 drops it): the soci-snapshotter finds v2 indexes through the image manifest annotation, so lazy loading is unaffected; tools that list SOCI indexes by artifactType will not see it",
-                        d.digest
-                    ));
-                }
-                continue;
-            }
-            let attestation = d
-                .platform
-                .as_ref()
-                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
-            if !attestation && oci::is_manifest_type(&d.media_type) {
-                entries.push(d);
-            }
-        }
-    } else {
-        entries.push(target.clone());
-    }
+    let ImageEntries {
+        target,
+        manifests: entries,
+        mut notes,
+    } = image_entries(source).await?;
     let mut platforms = Vec::new();
     for entry in &entries {
         platforms.push(verify_platform(source, entry, deep, &mut notes).await?);
