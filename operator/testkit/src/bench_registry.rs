@@ -12,7 +12,7 @@
 
 use crate::data::XorShift;
 use crate::registry::LocalRegistry;
-use crate::tarw::{BLOCK, Header};
+use crate::tarw::{BLOCK, write_streamed_file};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
@@ -167,14 +167,12 @@ fn write_layer(path: &Path, total: u64, seed: u64) -> io::Result<u64> {
                 rng.fill(&mut chunk[..size / 3]);
             }
         }
-        let mut h = Header::new(format!("data/{seed}/{index:06}"));
-        h.size = chunk.len() as i64;
-        h.mtime = 1_700_000_000;
-        gz.write_all(&h.to_block()?)?;
-        gz.write_all(&chunk)?;
-        let pad = (BLOCK - chunk.len() % BLOCK) % BLOCK;
-        gz.write_all(&vec![0u8; pad])?;
-        written += (BLOCK + chunk.len() + pad) as u64;
+        written += write_streamed_file(
+            &mut gz,
+            format!("data/{seed}/{index:06}"),
+            &chunk,
+            1_700_000_000,
+        )?;
         index += 1;
     }
     gz.write_all(&[0u8; BLOCK * 2])?;

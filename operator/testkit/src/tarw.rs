@@ -132,6 +132,24 @@ impl Header {
     }
 }
 
+/// Streams one regular file (header, data, padding) into a tar being written, for inputs too
+/// large to build as [`Entry`] lists in memory. Returns the archive bytes written.
+pub fn write_streamed_file(
+    w: &mut impl io::Write,
+    name: impl Into<Vec<u8>>,
+    data: &[u8],
+    mtime: i64,
+) -> io::Result<u64> {
+    let mut h = Header::new(name);
+    h.size = data.len() as i64;
+    h.mtime = mtime;
+    w.write_all(&h.to_block()?)?;
+    w.write_all(data)?;
+    let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
+    w.write_all(&[0u8; BLOCK][..pad])?;
+    Ok((BLOCK + data.len() + pad) as u64)
+}
+
 /// Compute and store the header checksum (`"%06o\0 "` of the unsigned byte sum with the checksum
 /// field counted as spaces).
 pub fn set_checksum(b: &mut [u8; BLOCK]) {

@@ -19,7 +19,7 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 use soci_testkit::data::XorShift;
-use soci_testkit::tarw::{BLOCK, Header};
+use soci_testkit::tarw::{BLOCK, write_streamed_file};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -149,17 +149,15 @@ fn write_layer(path: &Path, total: u64, seed: u64) -> io::Result<u64> {
             }
             _ => chunk.resize(size, 0),
         }
-        let mut h = Header::new(format!(
-            "data/{index:06}.{}",
-            ["bin", "txt", "gz", "zero"][kind as usize]
-        ));
-        h.size = chunk.len() as i64;
-        h.mtime = 1_700_000_000;
-        gz.write_all(&h.to_block()?)?;
-        gz.write_all(&chunk)?;
-        let pad = (BLOCK - chunk.len() % BLOCK) % BLOCK;
-        gz.write_all(&vec![0u8; pad])?;
-        written += (BLOCK + chunk.len() + pad) as u64;
+        written += write_streamed_file(
+            &mut gz,
+            format!(
+                "data/{index:06}.{}",
+                ["bin", "txt", "gz", "zero"][kind as usize]
+            ),
+            &chunk,
+            1_700_000_000,
+        )?;
         index += 1;
     }
     gz.write_all(&[0u8; BLOCK * 2])?;
