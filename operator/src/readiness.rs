@@ -1,6 +1,7 @@
 //! The readiness report of an image (`inspect`): per platform, whether the image manifest is
 //! bound to a SOCI index (v2: the `com.amazon.soci.index-digest` annotation, which is how the
-//! soci-snapshotter finds it), and per layer whether it has a zTOC, is too small, is in an
+//! soci-snapshotter finds it; v1: a SOCI index manifest whose `subject` is the image manifest,
+//! found through the referrers API or tag schema), and per layer whether it has a zTOC, is too small, is in an
 //! unsupported compression, or names a zTOC that is missing.
 
 use crate::conversion::compression_of_media_type;
@@ -25,7 +26,8 @@ pub struct ImageReport {
 pub struct PlatformReport {
     pub platform: String,
     pub manifest: String,
-    /// `v2` when bound and the SOCI index is readable, else `none`.
+    /// `v2` (bound by the manifest annotation) or `v1` (a SOCI index v1 refers to the
+    /// manifest) when the SOCI index is readable, else `none`.
     pub binding: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soci_index: Option<String>,
@@ -152,12 +154,22 @@ async fn inspect_manifest<S: ImageSource>(
     };
     // Layer digest → zTOC descriptor, from the bound SOCI index.
     let mut ztocs: HashMap<String, Descriptor> = HashMap::new();
-    let index_digest = manifest
+    // v2: the annotation (which the snapshotter prefers); v1: a referrer of the manifest.
+    let annotated = manifest
         .annotations
         .as_ref()
         .and_then(|a| a.get(oci::ANNOTATION_SOCI_INDEX_DIGEST))
         .cloned();
-    if let Some(digest) = index_digest {
+    let found = match annotated {
+        Some(digest) => Some((digest, "v2")),
+        None => source
+            .soci_v1_referrers(&entry.digest)
+            .await?
+            .into_iter()
+            .next()
+            .map(|d| (d.digest, "v1")),
+    };
+    if let Some((digest, binding)) = found {
         report.soci_index = Some(digest.clone());
         let desc = Descriptor::new(oci::MEDIA_TYPE_OCI_MANIFEST, &digest, 0);
         match source.read_json(&desc).await {
@@ -166,7 +178,7 @@ async fn inspect_manifest<S: ImageSource>(
                     if m.config.media_type == oci::SOCI_INDEX_ARTIFACT_TYPE_V2
                         || m.config.media_type == oci::SOCI_INDEX_ARTIFACT_TYPE_V1 =>
                 {
-                    report.binding = "v2".into();
+                    report.binding = binding.into();
                     for z in m.layers.unwrap_or_default() {
                         if let Some(layer) = z.annotation(oci::ANNOTATION_IMAGE_LAYER_DIGEST) {
                             ztocs.insert(layer.to_string(), z.clone());

@@ -53,7 +53,8 @@ pub struct VerificationReport {
 pub struct PlatformVerification {
     pub platform: String,
     pub manifest: String,
-    /// `bound` (an annotation names a SOCI index) or `unbound`.
+    /// `bound` (the v2 annotation names a SOCI index), `bound-v1` (a v1 SOCI index refers to
+    /// the manifest, found through the referrers API or tag schema) or `unbound`.
     pub binding: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soci_index: Option<String>,
@@ -131,7 +132,7 @@ pub async fn verify<S: ImageSource>(source: &S, deep: bool) -> Result<Verificati
         platforms.push(verify_platform(source, entry, deep, &mut notes).await?);
     }
     let mut problems = Vec::new();
-    if !platforms.iter().any(|p| p.binding == "bound") {
+    if !platforms.iter().any(|p| p.binding.starts_with("bound")) {
         problems.push(
             "no image manifest is bound to a SOCI index (no com.amazon.soci.index-digest annotation): the snapshotter will pull it in full".to_string(),
         );
@@ -195,18 +196,44 @@ async fn verify_platform<S: ImageSource>(
             return Ok(report);
         }
     };
-    let Some(index_digest) = manifest
+    let annotated = manifest
         .annotations
         .as_ref()
         .and_then(|a| a.get(oci::ANNOTATION_SOCI_INDEX_DIGEST))
-        .cloned()
-    else {
-        notes.push(format!(
-            "platform {platform}: not bound to a SOCI index (pulled in full)"
-        ));
-        return Ok(report);
+        .cloned();
+    // Without the v2 annotation the snapshotter looks for v1 referrers (when v1 is enabled).
+    let v1_referrer = match &annotated {
+        Some(_) => None,
+        None => match source.soci_v1_referrers(&entry.digest).await {
+            Ok(found) => found.into_iter().next().map(|d| d.digest),
+            Err(e) => {
+                report.problems.push(problem(format!(
+                    "looking up v1 SOCI indexes: {}",
+                    finding(e)?
+                )));
+                return Ok(report);
+            }
+        },
     };
-    report.binding = "bound";
+    let index_digest = match (annotated, v1_referrer) {
+        (Some(digest), _) => {
+            report.binding = "bound";
+            digest
+        }
+        (None, Some(digest)) => {
+            report.binding = "bound-v1";
+            notes.push(format!(
+                "platform {platform}: found through a v1 SOCI index {digest} that refers to the manifest; soci-snapshotter 0.10 and later read v1 indexes only with pull_modes.soci_v1.enable = true"
+            ));
+            digest
+        }
+        (None, None) => {
+            notes.push(format!(
+                "platform {platform}: not bound to a SOCI index (pulled in full)"
+            ));
+            return Ok(report);
+        }
+    };
     report.soci_index = Some(index_digest.clone());
 
     // The SOCI index, fetched by digest from the manifests endpoint, as the snapshotter does.
@@ -250,6 +277,12 @@ async fn verify_platform<S: ImageSource>(
         )));
     }
     match index.config.media_type.as_str() {
+        oci::SOCI_INDEX_ARTIFACT_TYPE_V1 if report.binding == "bound-v1" => {}
+        oci::SOCI_INDEX_ARTIFACT_TYPE_V2 if report.binding == "bound-v1" => {
+            report.problems.push(problem(format!(
+                "SOCI index {index_digest} is listed as a v1 referrer but is a v2 index"
+            )))
+        }
         oci::SOCI_INDEX_ARTIFACT_TYPE_V2 => {
             if index.subject.is_some() {
                 notes.push(format!(

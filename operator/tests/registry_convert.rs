@@ -726,3 +726,106 @@ fn large_layer_is_uploaded_in_chunks() {
     let pulled = registry.client().pull_graph("chunks", "soci").unwrap();
     assert_eq!(pulled.root["digest"], top_digest(&reference).as_str());
 }
+
+/// v1 indexes on a registry without the referrers API (docker-registry 2.8): each is listed
+/// under its image manifest's referrers tag (`sha256-<hex>`), where `inspect` and `verify` (and
+/// the snapshotter, with v1 enabled) find it; converting again lists nothing twice.
+#[test]
+fn v1_indexes_are_listed_under_the_referrers_tag() {
+    if registry_or_skip("v1_indexes_are_listed_under_the_referrers_tag").is_none() {
+        return;
+    }
+    let registry = LocalRegistry::start().expect("registry");
+    let client = registry.client();
+    let tmp = TempDir::new("soci-reg-v1").unwrap();
+    let case = corpus(Scale::Quick)
+        .into_iter()
+        .find(|c| c.name == "multiarch-all-platforms")
+        .unwrap();
+    push_case(&client, tmp.path(), &case, "v1img").unwrap();
+    let src = format!("{}/v1img:v1", registry.host());
+    let dst = format!("{}/v1img:v1-soci", registry.host());
+    let convert = || {
+        let out = run_ours(&[
+            "convert",
+            &src,
+            &dst,
+            "--index-version",
+            "v1",
+            "--min-layer-size",
+            "0",
+            "--platform",
+            "linux/amd64",
+            "-o",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let result = convert();
+    let soci_indexes: Vec<String> = result["sociIndexes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sociIndexes in {result}"))
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(soci_indexes.len(), 1, "{result}");
+
+    // The amd64 manifest of the (unchanged) image, and its referrers tag.
+    let out = run_ours(&["inspect", &dst, "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let amd64 = report["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"] == "linux/amd64")
+        .unwrap()
+        .clone();
+    assert_eq!(amd64["binding"], "v1", "{report}");
+    assert_eq!(amd64["sociIndex"], soci_indexes[0].as_str(), "{report}");
+    assert_eq!(amd64["layersIndexed"], 2, "{report}");
+    let manifest = amd64["manifest"].as_str().unwrap();
+    let tag = manifest.replace(':', "-");
+    let listed = || {
+        let (bytes, _) = client
+            .get_manifest("v1img", &tag)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no referrers tag {tag}"));
+        serde_json::from_slice::<Value>(&bytes).unwrap()
+    };
+    let index = listed();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(entries[0]["digest"], soci_indexes[0].as_str());
+    assert_eq!(
+        entries[0]["artifactType"],
+        "application/vnd.amazon.soci.index.v1+json"
+    );
+    // Other platforms got no index and no tag.
+    let arm = report["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"] == "linux/arm64/v8")
+        .unwrap();
+    assert_eq!(arm["binding"], "none", "{report}");
+
+    let out = run_ours(&["verify", &dst, "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bound: Vec<&Value> = verified["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["binding"] == "bound-v1")
+        .collect();
+    assert_eq!(bound.len(), 1, "{verified}");
+
+    convert();
+    assert_eq!(listed()["manifests"].as_array().unwrap().len(), 1);
+}

@@ -69,7 +69,7 @@ fn print_text(report: &VerificationReport) {
     for p in &report.platforms {
         let status = if !p.problems.is_empty() {
             "FAIL"
-        } else if p.binding == "bound" {
+        } else if p.binding.starts_with("bound") {
             "ok"
         } else {
             "unbound"

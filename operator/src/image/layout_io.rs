@@ -90,6 +90,31 @@ impl ImageSource for LayoutSource {
     fn local_blob_path(&self, digest: &str) -> Option<PathBuf> {
         self.layout.blob_path(digest).ok().filter(|p| p.is_file())
     }
+
+    /// A layout has no referrers API: v1 SOCI indexes are `index.json` entries (as our
+    /// `convert --index-version v1` writes them) whose manifest names the subject.
+    async fn soci_v1_referrers(&self, subject: &str) -> Result<Vec<Descriptor>> {
+        block_in_place(|| {
+            let mut found = Vec::new();
+            for d in self.layout.index()?.manifests.unwrap_or_default() {
+                if !soci_format::oci::is_manifest_type(&d.media_type) {
+                    continue;
+                }
+                let Some(bytes) = self.layout.read_small_blob(&d.digest)? else {
+                    continue;
+                };
+                let Ok(m) = soci_format::oci::Manifest::from_json(&bytes) else {
+                    continue;
+                };
+                if m.config.media_type == soci_format::oci::SOCI_INDEX_ARTIFACT_TYPE_V1
+                    && m.subject.is_some_and(|s| s.digest == subject)
+                {
+                    found.push(d);
+                }
+            }
+            Ok(found)
+        })
+    }
 }
 
 /// A blob file read in [`LAYER_READ_CHUNK`] pieces.

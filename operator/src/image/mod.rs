@@ -111,6 +111,15 @@ pub trait ImageSource: Sync {
     fn registry_repository(&self) -> Option<&RegistryRef> {
         None
     }
+
+    /// SOCI index manifests v1 whose `subject` is the manifest `subject` (a digest): a
+    /// registry's referrers (API or tag schema), a layout's `index.json` entries.
+    fn soci_v1_referrers(
+        &self,
+        _subject: &str,
+    ) -> impl Future<Output = Result<Vec<Descriptor>>> + Send {
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// What writing one blob or manifest did.

@@ -4,6 +4,7 @@ use super::layout::ResolvedRoot;
 use super::{BytesReader, ImageSink, ImageSource, PutOutcome, VerifiedReader};
 use crate::registry::blobs::RegistryBlobReader;
 use crate::registry::error::PermanentCause;
+use crate::registry::referrers::referrer_descriptor;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::{Result, bail};
 use bytes::Bytes;
@@ -197,6 +198,18 @@ impl ImageSource for RegistrySource {
     fn registry_repository(&self) -> Option<&RegistryRef> {
         Some(&self.reference)
     }
+
+    async fn soci_v1_referrers(&self, subject: &str) -> Result<Vec<Descriptor>> {
+        Ok(self
+            .client
+            .referrers(
+                &self.reference,
+                subject,
+                Some(oci::SOCI_INDEX_ARTIFACT_TYPE_V1),
+            )
+            .await?
+            .manifests)
+    }
 }
 
 /// A repository to push the converted image to; `reference.tag` is written last.
@@ -294,11 +307,32 @@ impl ImageSink for RegistrySink {
         Ok(PutOutcome::Written(n))
     }
 
-    /// The tag, last: everything it references is in the repository by now.
+    /// The tag, last: everything it references is in the repository by now. Other roots
+    /// with a `subject` (v1 SOCI indexes) are listed first under their subject's referrers tag
+    /// where the registry has no referrers API, so the snapshotter can find them.
     async fn commit(self, roots: Vec<(Descriptor, Bytes)>) -> Result<()> {
-        let Some((root, bytes)) = roots.into_iter().next() else {
+        let mut roots = roots.into_iter();
+        let Some((root, bytes)) = roots.next() else {
             bail!("nothing to tag");
         };
+        let mut by_subject: std::collections::BTreeMap<String, Vec<Descriptor>> =
+            Default::default();
+        for (desc, manifest_bytes) in roots {
+            let subject = Manifest::from_json(&manifest_bytes)
+                .ok()
+                .and_then(|m| m.subject)
+                .map(|s| s.digest);
+            if let Some(subject) = subject {
+                let listed = referrer_descriptor(&manifest_bytes)
+                    .map_err(|e| anyhow::anyhow!("manifest {}: {e}", desc.digest))?;
+                by_subject.entry(subject).or_default().push(listed);
+            }
+        }
+        for (subject, referrers) in &by_subject {
+            self.client
+                .add_referrers(&self.reference, subject, referrers)
+                .await?;
+        }
         self.client
             .put_manifest(&self.reference, &self.tag, &root.media_type, bytes)
             .await?;

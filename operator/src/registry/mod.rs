@@ -5,6 +5,7 @@
 //! - [`auth`]: docker `config.json` credentials and credential helpers.
 //! - [`client`]: the authenticated request path, retry policy, plain HTTP / CA bundle.
 //! - [`manifests`], [`blobs`]: the distribution API calls we use.
+//! - [`referrers`]: manifests naming a subject (v1 SOCI indexes): the API or the tag schema.
 //! - [`error`]: transient versus permanent failures (exit codes 3 and 1).
 
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod client;
 pub mod error;
 pub mod manifests;
 pub mod reference;
+pub mod referrers;
 
 #[cfg(test)]
 mod fault_tests;
