@@ -7,10 +7,15 @@
 //! Seconds, the ratio to (a), and peak RSS (from `wait4`, per child; the largest step for (c)).
 //!
 //!   soci-bench registry [--work DIR] [--layers N] [--total-mib M] [--jobs J] [--skip-upstream]
+//!                       [--link-mbit S]
+//! `--link-mbit S`: every contender reaches the registry through a proxy that paces the bytes
+//! like an S Mbit/s link (shared by all connections, each direction): loopback is faster than
+//! two cores inflate, so without it (b) measures the CPU, not the registry.
 //!   soci-bench registry download BASE_URL JOBS DIGEST...   (contender (a), run as a child)
 //!   soci-bench registry push HOST LAYOUT REPO TAG   (pushes the image, run as a child)
 
 use crate::data::XorShift;
+use crate::link_proxy::LinkProxy;
 use crate::registry::LocalRegistry;
 use crate::tarw::{BLOCK, write_streamed_file};
 use flate2::Compression;
@@ -29,6 +34,7 @@ struct Options {
     total_mib: u64,
     jobs: usize,
     skip_upstream: bool,
+    link_mbit: Option<f64>,
 }
 
 fn parse(args: &[String]) -> io::Result<Options> {
@@ -41,6 +47,7 @@ fn parse(args: &[String]) -> io::Result<Options> {
             .unwrap_or(2)
             .min(4),
         skip_upstream: false,
+        link_mbit: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -55,6 +62,7 @@ fn parse(args: &[String]) -> io::Result<Options> {
             "--total-mib" => o.total_mib = value()?.parse().map_err(io::Error::other)?,
             "--jobs" => o.jobs = value()?.parse().map_err(io::Error::other)?,
             "--skip-upstream" => o.skip_upstream = true,
+            "--link-mbit" => o.link_mbit = Some(value()?.parse().map_err(io::Error::other)?),
             other => return Err(io::Error::other(format!("unknown flag {other}"))),
         }
     }
@@ -337,6 +345,13 @@ fn run(o: &Options) -> io::Result<()> {
     if !pushed.success() {
         return Err(io::Error::other("pushing the image failed"));
     }
+    // From here on every contender goes through the link, if one is set.
+    let link = match o.link_mbit {
+        Some(mbit) => Some(LinkProxy::start(&host, mbit)?),
+        None => None,
+    };
+    let host = link.as_ref().map(LinkProxy::host).unwrap_or(host);
+    let over_link = || link.as_ref().map(|l| l.bytes()).unwrap_or((0, 0));
     let src = format!("{host}/bench/src:v1");
     eprintln!(
         "pushed {} layers, {} MiB compressed, to {src}",
@@ -345,6 +360,14 @@ fn run(o: &Options) -> io::Result<()> {
     );
 
     let mut rows: Vec<(String, Measured)> = Vec::new();
+    let mut carried: Vec<(u64, u64)> = Vec::new();
+    let mut before = over_link();
+    let mut carried_since = || {
+        let now = over_link();
+        let delta = (now.0 - before.0, now.1 - before.1);
+        before = now;
+        delta
+    };
     // (a) download once.
     let mut cmd = Command::new(&me);
     cmd.args(["registry", "download"])
@@ -352,6 +375,7 @@ fn run(o: &Options) -> io::Result<()> {
         .arg(o.jobs.to_string())
         .args(descs.iter().map(|(d, _)| d.clone()));
     let download = measure(&mut cmd)?;
+    carried.push(carried_since());
     // (b) ours.
     let mut cmd = Command::new(&ours);
     cmd.args(["convert", src.as_str()])
@@ -361,6 +385,7 @@ fn run(o: &Options) -> io::Result<()> {
         .env("TZ", "UTC")
         .env("DOCKER_CONFIG", o.work.join("no-docker-config"));
     let ours_m = measure(&mut cmd)?;
+    carried.push(carried_since());
     let verify = Command::new(&ours)
         .arg("verify")
         .arg(format!("{host}/bench/ours:soci"))
@@ -369,6 +394,7 @@ fn run(o: &Options) -> io::Result<()> {
     if !verify.success() {
         return Err(io::Error::other("our converted image does not verify"));
     }
+    carried_since(); // the check's own reads are nobody's
     rows.push((
         format!("(a) download layers once ({} parallel GETs)", o.jobs),
         download,
@@ -419,6 +445,7 @@ fn run(o: &Options) -> io::Result<()> {
                 .arg(format!("{host}/bench/upstream:soci"))
                 .env("HOME", &env_home),
         )?;
+        carried.push(carried_since());
         let total = Measured {
             seconds: pull.seconds + convert.seconds + push.seconds,
             max_rss_kib: pull
@@ -438,25 +465,37 @@ fn run(o: &Options) -> io::Result<()> {
     }
 
     println!(
-        "registry benchmark: {} gzip layers, {:.1} MiB compressed / {:.1} MiB tar, jobs {}, load average {}",
+        "registry benchmark: {} gzip layers, {:.1} MiB compressed / {:.1} MiB tar, jobs {}, link {}, load average {}",
         o.layers,
         compressed as f64 / 1048576.0,
         tar_bytes as f64 / 1048576.0,
         o.jobs,
+        o.link_mbit
+            .map(|m| format!("{m} Mbit/s (paced proxy)"))
+            .unwrap_or_else(|| "loopback (unpaced)".into()),
         load()
     );
     println!(
-        "{:<48} {:>8} {:>12} {:>12}",
-        "contender", "seconds", "x download", "peak RSS"
+        "{:<48} {:>8} {:>12} {:>12} {:>20}",
+        "contender", "seconds", "x download", "peak RSS", "MiB down/up on link"
     );
     let base = rows[0].1.seconds;
-    for (name, m) in &rows {
+    for (i, (name, m)) in rows.iter().enumerate() {
+        let link_column = match (&link, carried.get(i)) {
+            (Some(_), Some((down, up))) => format!(
+                "{:.1}/{:.1}",
+                *down as f64 / 1048576.0,
+                *up as f64 / 1048576.0
+            ),
+            _ => "-".into(),
+        };
         println!(
-            "{:<48} {:>8.2} {:>11.2}x {:>12}",
+            "{:<48} {:>8.2} {:>11.2}x {:>12} {:>20}",
             name,
             m.seconds,
             m.seconds / base,
-            mib(m.max_rss_kib)
+            mib(m.max_rss_kib),
+            link_column
         );
         if name.starts_with("(c)") {
             for (step, s) in &upstream_steps {
