@@ -1,0 +1,113 @@
+{{/* Names and labels shared by the templates. */}}
+{{- define "soci-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "soci-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "soci-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "soci-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "soci-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "soci-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: soci-operator
+{{- end }}
+
+{{- define "soci-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "soci-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* An image reference from {repository, tag, digest}, falling back to the operator image. */}}
+{{- define "soci-operator.imageRef" -}}
+{{- $root := index . 0 }}
+{{- $img := index . 1 }}
+{{- if not $img.repository }}
+{{- include "soci-operator.image" $root }}
+{{- else if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "soci-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "soci-operator.workerImage" -}}
+{{- include "soci-operator.imageRef" (list . .Values.worker.image) }}
+{{- end }}
+
+{{- define "soci-operator.leaderElect" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{- define "soci-operator.leaseNamespace" -}}
+{{- default .Release.Namespace .Values.leaderElection.namespace }}
+{{- end }}
+
+{{/* The namespace of the helm test's SociIndex: one the operator watches. */}}
+{{- define "soci-operator.testNamespace" -}}
+{{- if or (not .Values.watchNamespaces) (has .Release.Namespace .Values.watchNamespaces) }}
+{{- .Release.Namespace }}
+{{- else }}
+{{- first .Values.watchNamespaces }}
+{{- end }}
+{{- end }}
+
+{{/* The rules the controller needs wherever it watches SociIndexes (see the README's RBAC). */}}
+{{- define "soci-operator.rules" -}}
+- apiGroups: [soci.dev]
+  resources: [sociindexes]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [soci.dev]
+  resources: [sociindexes/status]
+  verbs: [get, patch, update]
+- apiGroups: [soci.dev]
+  resources: [sociindexes/finalizers]
+  verbs: [update]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
+# Registry credentials named by spec.credentials.secretRefs: read one by name, never listed.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
+
+{{- define "soci-operator.metricsAddr" -}}
+{{- $host := .Values.metrics.bindAddress }}
+{{- if contains ":" $host }}{{ printf "[%s]:%v" $host .Values.metrics.port }}{{ else }}{{ printf "%s:%v" $host .Values.metrics.port }}{{ end }}
+{{- end }}
