@@ -23,8 +23,10 @@ declare -A PIN=(
   [crictl]="sigs.k8s.io/cri-tools@v1.37.0"
   [helm]="helm.sh/helm/v3@v3.22.0"
   [crane]="github.com/google/go-containerregistry@v0.22.1"
+  # Our own program (e2e/kstatus) on the pinned kstatus library: its source is part of the pin.
+  [kstatus]="sigs.k8s.io/cli-utils@v0.37.2 source $(cat "$(dirname "${BASH_SOURCE[0]}")"/kstatus/{go.mod,go.sum,main.go} | sha256sum | cut -c1-16)"
 )
-ORDER=(soci crane kubernetes etcd containerd runc crictl helm)
+ORDER=(soci crane kubernetes etcd containerd runc crictl helm kstatus)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -67,6 +69,14 @@ replace cyphar.com/go-pathrs => github.com/cyphar/libpathrs/go-pathrs v0.2.1" \
 build_crane() {
   CGO_ENABLED=0 wrapper_build crane "require github.com/google/go-containerregistry v0.22.1" "" \
     github.com/google/go-containerregistry/cmd/crane
+}
+
+# Built in a copy, so the build never writes into the work tree (go.sum is complete).
+build_kstatus() {
+  local dir="$CACHE_DIR/wrappers/kstatus"
+  rm -rf "$dir"; mkdir -p "$dir" "$BIN_DIR"
+  cp "$(dirname "${BASH_SOURCE[0]}")"/kstatus/{go.mod,go.sum,main.go} "$dir/"
+  (cd "$dir" && CGO_ENABLED=0 go build -o "$BIN_DIR/kstatus" .)
 }
 
 build_helm() {
