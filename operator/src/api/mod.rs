@@ -70,7 +70,14 @@ pub struct SociIndexSpec {
     /// Stop reconciling: no registry checks, no Jobs; the status is kept.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
-    /// `Retain` (default) keeps what was pushed when this object is deleted; `Delete` removes it.
+    /// `Retain` (default) keeps what was pushed when this object is deleted. `Delete` adds the
+    /// finalizer `soci.dev/cleanup`, which on deletion removes what the status records as
+    /// pushed: the target image index (and so its tag, unless the tag was pushed again since),
+    /// its SOCI index manifests and zTOC blobs. An in-place target gets its original image back
+    /// under the tag instead (if the tag still holds ours); the source image is never touched.
+    /// Transient registry errors are retried with backoff while the object waits; a permanent
+    /// failure (a registry that refuses deletes, HTTP 405 / UNSUPPORTED; credentials that may
+    /// not delete) releases the finalizer with a Warning event and leaves the content in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
     /// Settings of the worker Jobs.

@@ -39,6 +39,20 @@ impl RegistryClient {
         .await
     }
 
+    /// DELETE a blob from one repository (its link there; other repositories keep theirs).
+    /// `false` when it was already gone.
+    pub async fn delete_blob(&self, repo: &RegistryRef, digest: &str) -> RegistryResult<bool> {
+        let what = format!("DELETE blob {digest} in {}", repo.repository_display());
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        self.retrying(|| async {
+            let response = self
+                .send(&what, repo, Access::Push, |c| c.delete(&url))
+                .await?;
+            super::manifests::deleted(&what, response).await
+        })
+        .await
+    }
+
     /// GET a small blob (a config), checked against its digest. `None` when absent.
     pub async fn get_small_blob(
         &self,

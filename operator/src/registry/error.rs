@@ -19,6 +19,8 @@ pub enum PermanentCause {
     NotFound,
     DigestMismatch,
     Invalid,
+    /// The registry refuses the operation itself (a DELETE where deletes are disabled).
+    Unsupported,
 }
 
 /// One failed registry operation. `what` names the operation and object (for example
@@ -125,6 +127,7 @@ impl fmt::Display for RegistryError {
             (_, Some(PermanentCause::Unauthorized)) => "permanent: unauthorized",
             (_, Some(PermanentCause::NotFound)) => "permanent: not found",
             (_, Some(PermanentCause::DigestMismatch)) => "permanent: content mismatch",
+            (_, Some(PermanentCause::Unsupported)) => "permanent: unsupported",
             _ => "permanent",
         };
         write!(f, "{}: {} ({class})", self.what, self.cause)

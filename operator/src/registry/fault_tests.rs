@@ -224,3 +224,40 @@ async fn persistent_server_errors_end_transient_and_not_found_is_permanent() {
     let err = read_all(&mut RegistryBlobReader::new(c.clone(), repo, &desc)).await;
     assert!(err.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_map_gone_refused_and_flaky_answers() {
+    let (port, seen) = serve(Arc::new(|n, head: &str| {
+        if head.contains("/manifests/sha256:gone") {
+            reply("404 Not Found", &[], b"")
+        } else if head.contains("/manifests/sha256:locked") {
+            reply(
+                "405 Method Not Allowed",
+                &[],
+                br#"{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}"#,
+            )
+        } else if head.contains("/blobs/sha256:flaky") && n < 5 {
+            reply("503 Service Unavailable", &[], b"busy")
+        } else {
+            reply("202 Accepted", &[], b"")
+        }
+    }))
+    .await;
+    let repo = RegistryRef::parse(&format!("127.0.0.1:{port}/a:v1")).unwrap();
+    let c = client(3);
+    assert!(!c.delete_manifest(&repo, "sha256:gone").await.unwrap());
+    let refused = c.delete_manifest(&repo, "sha256:locked").await.unwrap_err();
+    assert_eq!(
+        refused.permanent_cause,
+        Some(super::error::PermanentCause::Unsupported)
+    );
+    assert!(
+        refused.to_string().contains("does not allow deletes"),
+        "{refused}"
+    );
+    assert!(c.delete_blob(&repo, "sha256:flaky").await.unwrap());
+    let heads = seen.lock().unwrap().clone();
+    assert!(heads.iter().all(|h| h.starts_with("DELETE ")), "{heads:?}");
+    // One answer each for the manifests, then two 503s and the 202 for the blob.
+    assert_eq!(heads.len(), 5, "{heads:?}");
+}

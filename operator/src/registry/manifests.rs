@@ -125,6 +125,92 @@ impl RegistryClient {
         })
         .await
     }
+    /// The repository's tags (`/tags/list`, following `Link` pages), at most `limit`; `None`
+    /// when there are more (the caller cannot know them all). A repository the registry does
+    /// not know has none.
+    pub async fn list_tags(
+        &self,
+        repo: &RegistryRef,
+        limit: usize,
+    ) -> RegistryResult<Option<Vec<String>>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let what = format!("GET tags of {}", repo.repository_display());
+        let first = self.url(repo, "tags/list?n=1000");
+        let origin = first[..first.find("/v2/").unwrap_or(first.len())].to_string();
+        let mut next = Some(first);
+        let mut tags = Vec::new();
+        while let Some(url) = next.take() {
+            let (page, link) = self
+                .retrying(|| async {
+                    let response = self
+                        .send(&what, repo, Access::Pull, |c| c.get(&url))
+                        .await?;
+                    if response.status().as_u16() == 404 {
+                        return Ok((Page { tags: None }, None));
+                    }
+                    let response = expect_status(&what, response, &[200]).await?;
+                    let link = header_text(&response, "link");
+                    let bytes = read_limited(&what, response, MAX_JSON_BYTES).await?;
+                    let page: Page = serde_json::from_slice(&bytes).map_err(|e| {
+                        RegistryError::permanent(PermanentCause::Invalid, &what, e.to_string())
+                    })?;
+                    Ok((page, link))
+                })
+                .await?;
+            tags.extend(page.tags.unwrap_or_default());
+            if tags.len() > limit {
+                return Ok(None);
+            }
+            // `<path?last=...&n=...>; rel="next"`, the path relative to the registry.
+            next = link.and_then(|l| {
+                let target = l.split('<').nth(1)?.split('>').next()?.to_string();
+                Some(if target.starts_with('/') {
+                    format!("{origin}{target}")
+                } else {
+                    target
+                })
+            });
+        }
+        Ok(Some(tags))
+    }
+
+    /// DELETE a manifest by digest (the registry also drops every tag pointing at it). `false`
+    /// when it was already gone.
+    pub async fn delete_manifest(&self, repo: &RegistryRef, digest: &str) -> RegistryResult<bool> {
+        let what = format!("DELETE manifest {}", repo.with_reference(digest));
+        let url = self.url(repo, &format!("manifests/{digest}"));
+        self.retrying(|| async {
+            let response = self
+                .send(&what, repo, Access::Push, |c| c.delete(&url))
+                .await?;
+            deleted(&what, response).await
+        })
+        .await
+    }
+}
+
+/// How a DELETE answered: done (202/200/204), already gone (404), or refused. A refusal of
+/// the method itself (405, or the `UNSUPPORTED` error code) is permanent and says so.
+pub(crate) async fn deleted(what: &str, response: reqwest::Response) -> RegistryResult<bool> {
+    let status = response.status().as_u16();
+    match status {
+        200 | 202 | 204 => return Ok(true),
+        404 => return Ok(false),
+        _ => {}
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    if status == 405 || String::from_utf8_lossy(&body).contains("UNSUPPORTED") {
+        return Err(RegistryError::permanent(
+            PermanentCause::Unsupported,
+            what,
+            format!("HTTP {status}: the registry does not allow deletes"),
+        ));
+    }
+    Err(RegistryError::from_status(what, status, &body, None))
 }
 
 pub(crate) fn header_text(response: &reqwest::Response, name: &str) -> Option<String> {

@@ -1,0 +1,288 @@
+//! The cleanup against a real registry (Debian's `docker-registry`, deletes enabled; see
+//! `soci_testkit::registry`): images converted the way a worker does, the status recorded the
+//! way the controller does, then [`clean_up`]. Lives in the crate (not `operator/tests/`)
+//! because the binary crate has no library target to call the cleanup through.
+
+use super::*;
+use crate::api::{ImageStatus, TargetSpec};
+use crate::controller::plan::{BuildSettings, TargetCheck};
+use crate::controller::registry_check::{resolve, target_binding};
+use crate::conversion::{ConvertSettings, convert};
+use crate::image::registry_io::{RegistrySink, RegistrySource};
+use crate::registry::auth::CredentialStore;
+use crate::registry::{RegistryOptions, RetryPolicy};
+use soci_format::convert::{IndexVersion, PlatformSelection};
+use soci_format::layer_indexer::IndexerLimits;
+use soci_testkit::oracle::TempDir;
+use soci_testkit::registry::{LocalRegistry, PulledImage, RegistryHttp, registry_or_skip};
+use soci_testkit::{Scale, corpus};
+use std::sync::Arc;
+
+fn client() -> Arc<RegistryClient> {
+    Arc::new(
+        RegistryClient::new(RegistryOptions {
+            credentials: CredentialStore::default(),
+            insecure_registries: vec![],
+            ca_bundle: None,
+            retry: RetryPolicy::default(),
+        })
+        .unwrap(),
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn push_case(http: &RegistryHttp, name: &str, repo: &str, tag: &str) {
+    let tmp = TempDir::new("soci-cleanup-case").unwrap();
+    let case = corpus(Scale::Quick)
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap();
+    let layout = tmp.path().join("src");
+    (case.write)(&layout).unwrap();
+    http.push_layout(&layout, repo, tag).unwrap();
+}
+
+/// Converts `source` to `target` as a worker would, then records the image's status as the
+/// controller would after verifying the binding.
+async fn convert_and_record(
+    client: &Arc<RegistryClient>,
+    source: &str,
+    target_spec: Option<&TargetSpec>,
+) -> ImageStatus {
+    let resolved = resolve(client, source, target_spec, "app").await.unwrap();
+    let settings = ConvertSettings {
+        platforms: PlatformSelection::All,
+        span_size: 1 << 16,
+        min_layer_size: 0,
+        index_version: IndexVersion::V2,
+        jobs: 2,
+        limits: IndexerLimits::default(),
+        optimize_xattrs: false,
+        progress: crate::progress::Progress::lines(),
+    };
+    let src = RegistryRef::parse(&resolved.source).unwrap();
+    let dst = RegistryRef::parse(&resolved.target).unwrap();
+    convert(
+        &RegistrySource::new(client.clone(), src),
+        RegistrySink::new(client.clone(), dst).unwrap(),
+        &settings,
+    )
+    .await
+    .unwrap();
+    let build = BuildSettings {
+        platforms: vec![],
+        min_layer_size: 0,
+        span_size: 1 << 16,
+        index_version: crate::api::IndexVersion::V2,
+    };
+    let Ok(TargetCheck::Bound { digest, platforms }) =
+        target_binding(client, &resolved, &build).await
+    else {
+        panic!("the converted target is not bound");
+    };
+    assert!(platforms.iter().all(|p| p.soci_index_digest.is_some()));
+    ImageStatus {
+        name: "app".into(),
+        image: source.into(),
+        source_digest: Some(resolved.digest),
+        target: Some(resolved.target),
+        target_digest: Some(digest),
+        platforms,
+        ..Default::default()
+    }
+}
+
+/// Every blob of the image is still there, byte for byte, and its manifests still pull.
+fn assert_intact(http: &RegistryHttp, repo: &str, before: &PulledImage) {
+    for (digest, bytes) in &before.blobs {
+        // Manifests pushed as manifests are not served as blobs by distribution.
+        let got = match http.get_blob(repo, digest).unwrap() {
+            Some(b) => Some(b),
+            None => http.get_manifest(repo, digest).unwrap().map(|(b, _)| b),
+        };
+        assert_eq!(
+            got.as_ref(),
+            Some(bytes),
+            "{digest} of {repo} changed or went missing"
+        );
+    }
+    let root = before.root["digest"].as_str().unwrap();
+    let again = http.pull_graph(repo, root).unwrap();
+    assert_eq!(again.blobs, before.blobs);
+}
+
+/// The zTOC digests of the SOCI index manifests the status records.
+fn ztocs_of(http: &RegistryHttp, repo: &str, image: &ImageStatus) -> Vec<String> {
+    let mut out = vec![];
+    for p in &image.platforms {
+        let digest = p.soci_index_digest.as_deref().unwrap();
+        let (bytes, _) = http.get_manifest(repo, digest).unwrap().unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        for l in doc["layers"].as_array().unwrap() {
+            out.push(l["digest"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(!out.is_empty());
+    out
+}
+
+fn status_of(image: ImageStatus) -> SociIndexStatus {
+    SociIndexStatus {
+        images: vec![image],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_suffix_target_is_removed_and_the_source_stays_intact() {
+    if registry_or_skip("a_suffix_target_is_removed_and_the_source_stays_intact").is_none() {
+        return;
+    }
+    let registry = LocalRegistry::start().unwrap();
+    let http = registry.client();
+    push_case(&http, "multiarch-all-platforms", "del", "v1");
+    let source_before = http.pull_graph("del", "v1").unwrap();
+    let client = client();
+    let rt = runtime();
+    let source = format!("{}/del:v1", registry.host());
+    let image = rt.block_on(convert_and_record(&client, &source, None));
+    let target_digest = image.target_digest.clone().unwrap();
+    let ztocs = ztocs_of(&http, "del", &image);
+    assert!(http.get_manifest("del", "v1-soci").unwrap().is_some());
+
+    let done = rt
+        .block_on(clean_up(&client, Some(&status_of(image.clone()))))
+        .unwrap();
+    assert!(done.left.is_empty(), "{:?}", done.left);
+    assert!(done.deleted >= 2 + ztocs.len(), "{done:?}");
+    assert!(http.get_manifest("del", "v1-soci").unwrap().is_none());
+    assert!(http.get_manifest("del", &target_digest).unwrap().is_none());
+    for p in &image.platforms {
+        let d = p.soci_index_digest.as_deref().unwrap();
+        assert!(http.get_manifest("del", d).unwrap().is_none(), "{d}");
+    }
+    for z in &ztocs {
+        assert!(http.get_blob("del", z).unwrap().is_none(), "zTOC {z}");
+    }
+    assert_intact(&http, "del", &source_before);
+    assert_eq!(
+        http.pull_graph("del", "v1").unwrap().root,
+        source_before.root
+    );
+
+    // Once more: everything is already gone, which is fine.
+    let again = rt
+        .block_on(clean_up(&client, Some(&status_of(image))))
+        .unwrap();
+    assert_eq!(again.deleted, 0, "{again:?}");
+}
+
+#[test]
+fn an_in_place_target_gets_its_original_back() {
+    if registry_or_skip("an_in_place_target_gets_its_original_back").is_none() {
+        return;
+    }
+    let registry = LocalRegistry::start().unwrap();
+    let http = registry.client();
+    push_case(&http, "multiarch-all-platforms", "inp", "v1");
+    let source_before = http.pull_graph("inp", "v1").unwrap();
+    let client = client();
+    let rt = runtime();
+    let source = format!("{}/inp:v1", registry.host());
+    let in_place = TargetSpec {
+        in_place: Some(true),
+        ..Default::default()
+    };
+    let image = rt.block_on(convert_and_record(&client, &source, Some(&in_place)));
+    let target_digest = image.target_digest.clone().unwrap();
+    assert_ne!(
+        http.pull_graph("inp", "v1").unwrap().root,
+        source_before.root
+    );
+    let ztocs = ztocs_of(&http, "inp", &image);
+
+    let done = rt
+        .block_on(clean_up(&client, Some(&status_of(image.clone()))))
+        .unwrap();
+    assert_eq!(done.restored.len(), 1, "{done:?}");
+    assert_eq!(
+        http.pull_graph("inp", "v1").unwrap().root,
+        source_before.root,
+        "the tag holds the original again"
+    );
+    assert_intact(&http, "inp", &source_before);
+    assert!(http.get_manifest("inp", &target_digest).unwrap().is_none());
+    for z in &ztocs {
+        assert!(http.get_blob("inp", z).unwrap().is_none(), "zTOC {z}");
+    }
+}
+
+#[test]
+fn an_in_place_tag_the_user_moved_is_left_alone() {
+    if registry_or_skip("an_in_place_tag_the_user_moved_is_left_alone").is_none() {
+        return;
+    }
+    let registry = LocalRegistry::start().unwrap();
+    let http = registry.client();
+    push_case(&http, "multiarch-all-platforms", "mv", "v1");
+    let client = client();
+    let rt = runtime();
+    let source = format!("{}/mv:v1", registry.host());
+    let in_place = TargetSpec {
+        in_place: Some(true),
+        ..Default::default()
+    };
+    let image = rt.block_on(convert_and_record(&client, &source, Some(&in_place)));
+    // The user pushes another image under the tag.
+    push_case(&http, "docker-moby-modes-whiteouts", "mv", "v1");
+    let users = http.pull_graph("mv", "v1").unwrap();
+
+    let done = rt
+        .block_on(clean_up(&client, Some(&status_of(image))))
+        .unwrap();
+    assert!(done.restored.is_empty(), "{done:?}");
+    assert!(
+        done.left.iter().any(|l| l.contains("pushed again")),
+        "{done:?}"
+    );
+    assert_eq!(http.pull_graph("mv", "v1").unwrap().root, users.root);
+    assert_intact(&http, "mv", &users);
+}
+
+#[test]
+fn a_target_another_tag_also_names_survives_for_that_tag() {
+    if registry_or_skip("a_target_another_tag_also_names_survives_for_that_tag").is_none() {
+        return;
+    }
+    let registry = LocalRegistry::start().unwrap();
+    let http = registry.client();
+    push_case(&http, "multiarch-all-platforms", "shr", "v1");
+    let client = client();
+    let rt = runtime();
+    let source = format!("{}/shr:v1", registry.host());
+    let image = rt.block_on(convert_and_record(&client, &source, None));
+    // Someone tags our target under a second name (the same conversion elsewhere does too).
+    let (bytes, media_type) = http.get_manifest("shr", "v1-soci").unwrap().unwrap();
+    http.push_manifest("shr", "copy", &media_type, &bytes)
+        .unwrap();
+    let copy = http.pull_graph("shr", "copy").unwrap();
+
+    let done = rt
+        .block_on(clean_up(&client, Some(&status_of(image))))
+        .unwrap();
+    // distribution 2.x removes a tag only with its manifest: ours stays, reported.
+    assert_eq!(done.deleted, 0, "{done:?}");
+    assert!(
+        done.left
+            .iter()
+            .any(|l| l.contains("cannot remove a tag alone")),
+        "{done:?}"
+    );
+    assert_intact(&http, "shr", &copy);
+}

@@ -1,0 +1,371 @@
+use super::*;
+use crate::api::{ImageStatus, PlatformStatus};
+
+const REG: &str = "127.0.0.1:5000";
+
+fn r(s: &str) -> RegistryRef {
+    RegistryRef::parse(&format!("{REG}/{s}")).unwrap()
+}
+
+fn k(repo: &str, digest: &str) -> Key {
+    (format!("{REG}/{repo}"), digest.to_string())
+}
+
+fn entry(digest: &str) -> Child {
+    Child {
+        digest: digest.into(),
+        soci_index: false,
+        bound_to: None,
+    }
+}
+
+fn bound(digest: &str, soci: &str) -> Child {
+    Child {
+        bound_to: Some(soci.into()),
+        ..entry(digest)
+    }
+}
+
+fn soci(digest: &str) -> Child {
+    Child {
+        soci_index: true,
+        ..entry(digest)
+    }
+}
+
+/// `app:v1` (source index `src` with manifest `m`) converted to `tag` as index `idx`: the
+/// annotated manifest `am` bound to SOCI index `si`, which lists zTOCs `z1`, `z2`.
+fn converted(tag: &str, tag_points_at: Option<&str>) -> (Owned, Seen) {
+    let owned = Owned {
+        image_name: "app".into(),
+        source: r("app:v1"),
+        target: r(&format!("app:{tag}")),
+        target_digest: "idx".into(),
+        source_digest: Some("src".into()),
+        soci_indexes: vec!["si".into()],
+        in_place: tag == "v1",
+    };
+    let mut seen = Seen::default();
+    seen.tags.insert(
+        format!("{REG}/app:{tag}"),
+        tag_points_at.map(str::to_string),
+    );
+    if tag != "v1" {
+        seen.tags
+            .insert(format!("{REG}/app:v1"), Some("src".to_string()));
+    }
+    seen.manifests
+        .insert(k("app", "idx"), vec![bound("am", "si"), soci("si")]);
+    seen.manifests
+        .insert(k("app", "si"), vec![entry("z1"), entry("z2")]);
+    seen.manifests.insert(k("app", "src"), vec![entry("m")]);
+    seen.restorable.insert(k("app", "src"));
+    seen.restorable.insert(k("app", "idx"));
+    (owned, seen)
+}
+
+fn deletes(plan: &CleanupPlan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::DeleteManifest { digest, .. } => Some(format!("manifest {digest}")),
+            Step::DeleteBlob { digest, .. } => Some(format!("blob {digest}")),
+            Step::RestoreTag { .. } | Step::DeleteTag { .. } => None,
+        })
+        .collect()
+}
+
+fn restores(plan: &CleanupPlan) -> Vec<(String, String)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::RestoreTag {
+                tag, source_digest, ..
+            } => Some((tag.to_string(), source_digest.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_owned_target_goes_index_first_then_soci_artifacts_and_never_the_source() {
+    let (owned, seen) = converted("v1-soci", Some("idx"));
+    let plan = plan_cleanup(&[owned], &seen);
+    assert_eq!(
+        deletes(&plan),
+        [
+            "manifest idx",
+            "manifest am",
+            "manifest si",
+            "blob z1",
+            "blob z2"
+        ]
+    );
+    assert!(restores(&plan).is_empty());
+    assert!(plan.left.is_empty(), "{:?}", plan.left);
+    // Every step is in the target's repository.
+    for s in &plan.steps {
+        if let Step::DeleteManifest { repo, .. } | Step::DeleteBlob { repo, .. } = s {
+            assert_eq!(repo_of(repo), format!("{REG}/app"));
+        }
+    }
+}
+
+#[test]
+fn a_target_tag_pushed_again_is_left_with_what_it_references() {
+    let (owned, mut seen) = converted("v1-soci", Some("new"));
+    // The new content reuses our SOCI index (and so its zTOCs), not our annotated manifest.
+    seen.manifests
+        .insert(k("app", "new"), vec![bound("am2", "si"), soci("si")]);
+    let plan = plan_cleanup(&[owned], &seen);
+    assert_eq!(deletes(&plan), ["manifest idx", "manifest am"]);
+    assert!(plan.left.iter().any(|l| l.contains("pushed again")));
+    assert!(plan.left.iter().any(|l| l.contains("kept")));
+}
+
+#[test]
+fn a_target_tag_already_gone_still_cleans_the_rest() {
+    let (owned, seen) = converted("v1-soci", None);
+    let plan = plan_cleanup(&[owned], &seen);
+    assert_eq!(deletes(&plan).len(), 5);
+    assert!(plan.left.is_empty());
+}
+
+#[test]
+fn in_place_restores_the_original_first_then_removes_ours() {
+    let (owned, seen) = converted("v1", Some("idx"));
+    let plan = plan_cleanup(&[owned], &seen);
+    assert!(matches!(plan.steps[0], Step::RestoreTag { .. }));
+    assert_eq!(restores(&plan), [(format!("{REG}/app:v1"), "src".into())]);
+    assert_eq!(
+        deletes(&plan),
+        [
+            "manifest idx",
+            "manifest am",
+            "manifest si",
+            "blob z1",
+            "blob z2"
+        ]
+    );
+    assert!(
+        !deletes(&plan)
+            .iter()
+            .any(|d| d.ends_with(" src") || d.ends_with(" m"))
+    );
+}
+
+#[test]
+fn in_place_moved_by_the_user_is_not_restored() {
+    let (owned, mut seen) = converted("v1", Some("users"));
+    seen.manifests.insert(k("app", "users"), vec![entry("m9")]);
+    let plan = plan_cleanup(&[owned], &seen);
+    assert!(restores(&plan).is_empty());
+    assert!(plan.left.iter().any(|l| l.contains("pushed again")));
+    assert!(deletes(&plan).contains(&"manifest si".to_string()));
+    assert!(!deletes(&plan).contains(&"manifest users".to_string()));
+}
+
+#[test]
+fn in_place_without_a_readable_original_keeps_everything_the_tag_needs() {
+    let (mut owned, mut seen) = converted("v1", Some("idx"));
+    seen.restorable.remove(&k("app", "src"));
+    let plan = plan_cleanup(std::slice::from_ref(&owned), &seen);
+    assert!(restores(&plan).is_empty());
+    assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
+    assert!(
+        plan.left
+            .iter()
+            .any(|l| l.contains("keeps the SOCI-enabled"))
+    );
+    // A status whose source digest is the target's own (nothing to restore to): the same.
+    owned.source_digest = Some("idx".into());
+    let plan = plan_cleanup(&[owned], &seen);
+    assert!(restores(&plan).is_empty());
+    assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
+}
+
+#[test]
+fn a_target_that_is_the_source_itself_is_never_deleted() {
+    // indexVersion v1 (and already-converted sources): the target tag holds the source digest.
+    let (mut owned, mut seen) = converted("v1-soci", Some("src"));
+    owned.target_digest = "src".into();
+    seen.manifests
+        .insert(k("app", "src"), vec![entry("m"), soci("si")]);
+    let plan = plan_cleanup(&[owned], &seen);
+    assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
+}
+
+#[test]
+fn a_source_tag_now_holding_our_target_keeps_it() {
+    // Someone retagged v1-soci as v1: deleting the index by digest would drop v1 too.
+    let (owned, mut seen) = converted("v1-soci", Some("idx"));
+    seen.tags
+        .insert(format!("{REG}/app:v1"), Some("idx".to_string()));
+    let plan = plan_cleanup(&[owned], &seen);
+    assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
+}
+
+#[test]
+fn artifacts_shared_by_two_images_are_deleted_once_or_kept_for_the_one_that_stays() {
+    let (a, mut seen) = converted("v1-soci", Some("idx"));
+    let mut b = a.clone();
+    b.image_name = "other".into();
+    b.target = r("app:v2-soci");
+    b.source = r("app:v2");
+    b.source_digest = Some("src2".into());
+    b.target_digest = "idx2".into();
+    b.soci_indexes = vec!["si2".into()];
+    seen.tags
+        .insert(format!("{REG}/app:v2-soci"), Some("idx2".into()));
+    seen.manifests
+        .insert(k("app", "idx2"), vec![bound("am2", "si2"), soci("si2")]);
+    // The same layer in both images: the same zTOC.
+    seen.manifests
+        .insert(k("app", "si2"), vec![entry("z2"), entry("z3")]);
+    let plan = plan_cleanup(&[a.clone(), b.clone()], &seen);
+    let d = deletes(&plan);
+    assert_eq!(d.iter().filter(|x| *x == "blob z2").count(), 1, "{d:?}");
+    assert!(d.contains(&"blob z3".to_string()));
+
+    // The second target was pushed again by someone else and references si2: z2 stays.
+    seen.tags
+        .insert(format!("{REG}/app:v2-soci"), Some("theirs".into()));
+    seen.manifests.insert(k("app", "theirs"), vec![soci("si2")]);
+    let plan = plan_cleanup(&[a, b], &seen);
+    let d = deletes(&plan);
+    assert!(!d.contains(&"blob z2".to_string()), "{d:?}");
+    assert!(!d.contains(&"manifest si2".to_string()), "{d:?}");
+    assert!(d.contains(&"blob z1".to_string()), "{d:?}");
+}
+
+#[test]
+fn only_images_with_a_recorded_target_digest_are_owned() {
+    let platform = PlatformStatus {
+        platform: "linux/amd64".into(),
+        soci_index_digest: Some("sha256:si".into()),
+        ..Default::default()
+    };
+    let status = SociIndexStatus {
+        images: vec![
+            ImageStatus {
+                name: "built".into(),
+                image: format!("{REG}/app:v1"),
+                source_digest: Some("sha256:src".into()),
+                target: Some(format!("{REG}/app:v1-soci")),
+                target_digest: Some("sha256:idx".into()),
+                platforms: vec![platform.clone()],
+                ..Default::default()
+            },
+            ImageStatus {
+                name: "in-place".into(),
+                image: format!("{REG}/web:v1"),
+                target: Some(format!("{REG}/web:v1")),
+                target_digest: Some("sha256:idx".into()),
+                ..Default::default()
+            },
+            ImageStatus {
+                name: "never-built".into(),
+                image: format!("{REG}/app:v2"),
+                target: Some(format!("{REG}/app:v2-soci")),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let owned = owned_targets(Some(&status));
+    assert_eq!(owned.len(), 2);
+    assert!(!owned[0].in_place);
+    assert_eq!(owned[0].soci_indexes, ["sha256:si"]);
+    assert!(owned[1].in_place);
+    assert!(owned_targets(None).is_empty());
+}
+
+#[test]
+fn children_are_read_from_indexes_and_soci_indexes() {
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[
+        {{"mediaType":"{m}","digest":"sha256:am","size":1,"annotations":{{"{a}":"sha256:si"}}}},
+        {{"mediaType":"{m}","digest":"sha256:si","size":1,"artifactType":"{t}"}}]}}"#,
+        oci::MEDIA_TYPE_OCI_INDEX,
+        m = oci::MEDIA_TYPE_OCI_MANIFEST,
+        a = oci::ANNOTATION_SOCI_INDEX_DIGEST,
+        t = oci::SOCI_INDEX_ARTIFACT_TYPE_V2,
+    );
+    let children = children_of(index.as_bytes(), oci::MEDIA_TYPE_OCI_INDEX);
+    assert_eq!(
+        children,
+        [bound("sha256:am", "sha256:si"), soci("sha256:si")]
+    );
+    let soci_manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{m}","config":{{"mediaType":"{t}","digest":"sha256:e","size":2}},
+        "layers":[{{"mediaType":"{z}","digest":"sha256:z1","size":9}}]}}"#,
+        m = oci::MEDIA_TYPE_OCI_MANIFEST,
+        t = oci::SOCI_INDEX_ARTIFACT_TYPE_V2,
+        z = oci::SOCI_ZTOC_MEDIA_TYPE,
+    );
+    assert_eq!(
+        children_of(soci_manifest.as_bytes(), oci::MEDIA_TYPE_OCI_MANIFEST),
+        [entry("sha256:z1")]
+    );
+    // An ordinary image manifest: its layers are never ours to delete.
+    let image = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{m}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":2}},
+        "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:l","size":9}}]}}"#,
+        m = oci::MEDIA_TYPE_OCI_MANIFEST,
+    );
+    assert!(children_of(image.as_bytes(), oci::MEDIA_TYPE_OCI_MANIFEST).is_empty());
+}
+
+#[test]
+fn refusals_are_told_apart_from_other_failures() {
+    let refused: anyhow::Error =
+        RegistryError::permanent(PermanentCause::Unsupported, "DELETE x", "405").into();
+    assert!(is_refusal(&refused.context("cleaning up")));
+    let denied: anyhow::Error =
+        RegistryError::permanent(PermanentCause::Unauthorized, "DELETE x", "401").into();
+    assert!(is_refusal(&denied));
+    let flaky: anyhow::Error = RegistryError::transient("DELETE x", "503").into();
+    assert!(!is_refusal(&flaky));
+    assert_eq!(failure_of(&flaky).class, FailureClass::Transient);
+}
+
+#[test]
+fn a_manifest_another_tag_shares_is_untagged_not_deleted() {
+    // The same source and settings converted to another tag give the same index digest.
+    let (owned, mut seen) = converted("v1-soci", Some("idx"));
+    seen.tags
+        .insert(format!("{REG}/app:v1-other"), Some("idx".into()));
+    let plan = plan_cleanup(&[owned], &seen);
+    assert_eq!(
+        plan.steps,
+        [Step::DeleteTag {
+            tag: r("app:v1-soci")
+        }]
+    );
+    assert!(plan.left.iter().any(|l| l.contains("kept")));
+}
+
+#[test]
+fn a_ztoc_another_tags_soci_index_lists_is_kept() {
+    // v2 of the app shares a base layer with v1, so its SOCI index lists the same zTOC.
+    let (owned, mut seen) = converted("v1-soci", Some("idx"));
+    seen.tags
+        .insert(format!("{REG}/app:v2-soci"), Some("idx2".into()));
+    seen.manifests
+        .insert(k("app", "idx2"), vec![bound("am2", "si2"), soci("si2")]);
+    seen.manifests.insert(k("app", "si2"), vec![entry("z1")]);
+    let plan = plan_cleanup(&[owned], &seen);
+    assert_eq!(
+        deletes(&plan),
+        ["manifest idx", "manifest am", "manifest si", "blob z2"]
+    );
+}
+
+#[test]
+fn a_repository_with_too_many_tags_to_check_is_left_alone() {
+    let (owned, mut seen) = converted("v1-soci", Some("idx"));
+    seen.unlisted.insert(format!("{REG}/app"));
+    let plan = plan_cleanup(&[owned], &seen);
+    assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
+    assert!(plan.left.iter().any(|l| l.contains("too many tags")));
+}
