@@ -121,6 +121,8 @@ fn build(args: &BuildArgs) -> Result<WorkerResult> {
         jobs: args.jobs.max(1),
         limits: IndexerLimits::default(),
         optimize_xattrs: false,
+        // A worker's log: one line per layer.
+        progress: crate::progress::Progress::lines(),
     };
     let client = args.registry.client()?;
     super::runtime()?.block_on(async {
@@ -135,6 +137,7 @@ fn build(args: &BuildArgs) -> Result<WorkerResult> {
             soci_indexes: report.soci_indexes.len(),
             layers_indexed: report.layers.len(),
             layers_skipped: report.skipped_layers.len(),
+            bytes_indexed: report.layers.iter().map(|l| l.compressed_size).sum(),
             ..Default::default()
         })
     })

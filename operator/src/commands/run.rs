@@ -2,8 +2,10 @@
 //! health endpoints.
 
 use super::registry_args::RegistryArgs;
+use crate::controller::runtime::{LeaderOptions, RunOptions, identity};
 use crate::controller::worker::{WorkerOptions, WorkerPodConfig};
-use crate::controller::{Context, Metrics};
+use crate::controller::{Context, Metrics, plan, slots};
+use crate::exit::UsageError;
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
@@ -26,9 +28,28 @@ pub struct RunArgs {
     /// volumes, volumeMounts, labels, annotations, priorityClassName.
     #[arg(long, value_name = "FILE")]
     worker_pod_config: Option<PathBuf>,
-    /// Watch only this namespace (default: all).
+    /// Watch this namespace (repeatable; default: all namespaces).
+    #[arg(long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// How often a SociIndex without spec.interval is checked again (30s, 5m, 1h30m)
+    /// [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    default_interval: Option<String>,
+    /// Worker Jobs running at once, over every watched namespace (0: no cap).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_concurrent_jobs: usize,
+    /// Worker Jobs running at once per source registry host (0: no cap).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    max_jobs_per_registry: usize,
+    /// Run the controllers only while holding a coordination.k8s.io Lease (for replicas > 1).
     #[arg(long)]
-    namespace: Option<String>,
+    leader_elect: bool,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the service account's namespace).
+    #[arg(long, value_name = "NS")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "soci-operator-leader", value_name = "NAME")]
+    leader_election_id: String,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Serve /metrics, /healthz and /readyz here; `off` serves nothing.
@@ -50,6 +71,33 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         None => WorkerPodConfig::default(),
     };
+    let default_interval = match &args.default_interval {
+        None => plan::DEFAULT_INTERVAL,
+        Some(text) => plan::parse_duration(text)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "--default-interval {text:?}: expected a duration like 30s, 5m or 1h30m"
+                ))
+            })?,
+    };
+    let leader = if args.leader_elect {
+        let namespace = match &args.leader_election_namespace {
+            Some(ns) => ns.clone(),
+            None => lease_namespace().ok_or_else(|| {
+                UsageError(
+                    "--leader-elect needs --leader-election-namespace (or POD_NAMESPACE)".into(),
+                )
+            })?,
+        };
+        Some(LeaderOptions {
+            namespace,
+            name: args.leader_election_id.clone(),
+            identity: identity(),
+        })
+    } else {
+        None
+    };
     let registry = args.registry.client()?;
     let worker = WorkerOptions {
         image: args.worker_image.clone(),
@@ -60,11 +108,25 @@ pub fn run(args: RunArgs) -> Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API (kubeconfig or in-cluster)")?;
+        let recorder = kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "soci-operator".into(),
+                instance: Some(identity()),
+            },
+        );
         let ctx = Arc::new(Context {
             client,
             registry,
             worker,
             metrics: Metrics::new()?,
+            default_interval,
+            jobs: slots::JobTracker::new(args.max_concurrent_jobs, args.max_jobs_per_registry),
+            stats: Default::default(),
+            recorder,
+            synced: Default::default(),
+            standby: Default::default(),
+            credentials: Default::default(),
         });
         if args.metrics_addr != "off" {
             let addr: SocketAddr = args
@@ -77,8 +139,23 @@ pub fn run(args: RunArgs) -> Result<()> {
             tokio::spawn(serve_metrics(listener, ctx.clone()));
         }
         tracing::info!(worker_image = %ctx.worker.image, "soci-operator controller starting");
-        crate::controller::run(ctx, args.namespace).await
+        let options = RunOptions {
+            namespaces: args.namespaces,
+            leader,
+        };
+        crate::controller::runtime::run(ctx, options).await
     })
+}
+
+/// `$POD_NAMESPACE`, else the in-cluster service account's namespace.
+fn lease_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn init_logging(format: LogFormat) {
@@ -107,13 +184,19 @@ async fn serve_metrics(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/metrics" => {
+                    ctx.refresh_gauges();
                     let families = ctx.metrics.registry.gather();
                     let text = prometheus::TextEncoder::new()
                         .encode_to_string(&families)
                         .unwrap_or_default();
                     ("200 OK", text)
                 }
-                "/healthz" | "/readyz" => ("200 OK", "ok\n".to_string()),
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/readyz" if ctx.is_ready() => ("200 OK", "ok\n".to_string()),
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "watches not synced yet\n".to_string(),
+                ),
                 _ => ("404 Not Found", "not found\n".to_string()),
             };
             let response = format!(

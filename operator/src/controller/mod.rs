@@ -2,26 +2,34 @@
 //! owned Jobs), plans with the pure [`plan::plan`], and applies (Jobs created or deleted, the
 //! status written with server-side apply when it changed).
 
+pub mod cleanup;
+pub mod credentials;
+pub mod leader;
 pub mod plan;
 pub mod registry_check;
+pub mod runtime;
+pub mod slots;
+pub mod transitions;
 pub mod worker;
 
 use crate::api::{RECONCILE_REQUEST_ANNOTATION, SociIndex, SociIndexStatus};
 use crate::registry::RegistryClient;
 use anyhow::Context as _;
-use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 use plan::{ImageObservation, JobState, PlanInput};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use std::sync::Arc;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use worker::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_UID_LABEL, WorkerOptions};
+use worker::{OWNER_UID_LABEL, WorkerOptions};
 
 pub const FIELD_MANAGER: &str = "soci-operator";
 /// How soon a reconcile that failed on the Kubernetes API is tried again.
@@ -32,6 +40,13 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     duration: HistogramVec,
     jobs_created: IntCounterVec,
+    pub reconcile_errors: IntCounterVec,
+    pub jobs: IntGaugeVec,
+    pub job_slots_waiting: IntGauge,
+    pub build_duration: Histogram,
+    pub indexed_bytes: IntCounter,
+    pub images: IntGaugeVec,
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -52,14 +67,67 @@ impl Metrics {
             Opts::new("soci_operator_jobs_total", "Worker Jobs by action"),
             &["action"],
         )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "soci_operator_reconcile_errors_total",
+                "Failed reconciles (KubernetesAPI) and new build/stall failures, by reason",
+            ),
+            &["reason"],
+        )?;
+        let jobs = IntGaugeVec::new(
+            Opts::new("soci_operator_jobs", "Worker Jobs that exist now, by state"),
+            &["state"],
+        )?;
+        let job_slots_waiting = IntGauge::new(
+            "soci_operator_job_slots_waiting",
+            "Builds waiting for a worker Job slot (--max-concurrent-jobs, --max-jobs-per-registry)",
+        )?;
+        let build_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "soci_operator_build_duration_seconds",
+                "Worker Job run time, start to finish",
+            )
+            .buckets(vec![
+                5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+            ]),
+        )?;
+        let indexed_bytes = IntCounter::new(
+            "soci_operator_indexed_bytes_total",
+            "Compressed layer bytes indexed by finished builds",
+        )?;
+        let images = IntGaugeVec::new(
+            Opts::new(
+                "soci_operator_images",
+                "Images by their LazyLoadReady reason",
+            ),
+            &["reason"],
+        )?;
+        let leader = IntGauge::new(
+            "soci_operator_leader",
+            "1 on the replica that holds the leader Lease (or runs without leader election)",
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(jobs_created.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(job_slots_waiting.clone()))?;
+        registry.register(Box::new(build_duration.clone()))?;
+        registry.register(Box::new(indexed_bytes.clone()))?;
+        registry.register(Box::new(images.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             reconciles,
             duration,
             jobs_created,
+            reconcile_errors,
+            jobs,
+            job_slots_waiting,
+            build_duration,
+            indexed_bytes,
+            images,
+            leader,
         })
     }
 }
@@ -69,47 +137,75 @@ pub struct Context {
     pub registry: Arc<RegistryClient>,
     pub worker: WorkerOptions,
     pub metrics: Metrics,
+    /// `--default-interval`.
+    pub default_interval: Duration,
+    pub jobs: slots::JobTracker,
+    /// Per-object gauge contributions and the last planned status (for Events).
+    pub stats: Mutex<transitions::ObjectStats>,
+    pub recorder: kube::runtime::events::Recorder,
+    /// Set once every watch has its initial list.
+    pub synced: AtomicBool,
+    /// Leader election is on and this replica does not (yet) run the controllers.
+    pub standby: AtomicBool,
+    /// Registry clients holding SociIndexes' own Secrets.
+    pub credentials: credentials::CredentialCache,
+}
+
+impl Context {
+    /// `/readyz`: synced, or a standby (which has nothing to sync).
+    pub fn is_ready(&self) -> bool {
+        self.synced.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed)
+    }
+
+    /// Recomputes the gauges read from the Job stores (called before every scrape).
+    pub fn refresh_gauges(&self) {
+        for (phase, count) in self.jobs.phases() {
+            self.metrics
+                .jobs
+                .with_label_values(&[phase.label()])
+                .set(count);
+        }
+    }
+
+    /// Records what the object contributes now and recomputes `soci_operator_images` and
+    /// `soci_operator_job_slots_waiting`; `None` removes the object.
+    fn record_status(&self, key: &str, status: Option<(SociIndexStatus, usize)>) {
+        let mut stats = self.stats.lock().unwrap();
+        match status {
+            Some((status, queued)) => stats.update(key, status, queued),
+            None => stats.remove(key),
+        }
+        self.publish_stats(&stats);
+    }
+
+    fn publish_stats(&self, stats: &transitions::ObjectStats) {
+        self.metrics.images.reset();
+        for (reason, count) in stats.reasons() {
+            self.metrics.images.with_label_values(&[&reason]).set(count);
+        }
+        self.metrics.job_slots_waiting.set(stats.queued() as i64);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0:#}")]
 pub struct ReconcileError(anyhow::Error);
 
-/// Runs the controller until a termination signal. `namespace`: watch only that one.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) -> anyhow::Result<()> {
-    let (indexes, jobs): (Api<SociIndex>, Api<Job>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
-    indexes
-        .list(&ListParams::default().limit(1))
-        .await
-        .context("listing SociIndexes (is the CRD installed? run `soci-operator crd`)")?;
-    let owned_jobs = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    Controller::new(indexes, watcher::Config::default())
-        .owns(jobs, owned_jobs)
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile not run");
-            }
-        })
-        .await;
-    Ok(())
-}
-
 fn error_policy(object: Arc<SociIndex>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     tracing::warn!(name = %object.name_any(), namespace = ?object.namespace(), error = %error, "reconcile failed");
     ctx.metrics.reconciles.with_label_values(&["error"]).inc();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&["KubernetesAPI"])
+        .inc();
     Action::requeue(API_ERROR_RETRY)
 }
 
 async fn reconcile(object: Arc<SociIndex>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
+    if object.metadata.deletion_timestamp.is_some() {
+        ctx.record_status(&object_key(&object), None);
+    }
     let result = reconcile_inner(&object, &ctx).await;
     let label = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics
@@ -124,10 +220,11 @@ async fn reconcile(object: Arc<SociIndex>, ctx: Arc<Context>) -> Result<Action, 
 
 async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Action> {
     if object.metadata.deletion_timestamp.is_some() {
-        // Owned Jobs go with the object (owner references); deletionPolicy Delete is not yet
-        // implemented, so nothing pushed is removed.
-        return Ok(Action::await_change());
+        // Owned Jobs go with the object (owner references); with deletionPolicy Delete the
+        // cleanup finalizer removes what was pushed first.
+        return cleanup::on_delete(object, ctx).await;
     }
+    cleanup::sync_finalizer(object, ctx).await?;
     let namespace = object
         .namespace()
         .context("SociIndex without a namespace")?;
@@ -152,17 +249,29 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
     let settings = plan::BuildSettings::from_spec(spec);
     let mut images = Vec::new();
     if !spec.suspend {
+        // The object's own Secrets, if it names any; a Secret that is missing or unusable is
+        // every image's failure.
+        let registry = credentials::registry_for(
+            &ctx.client,
+            &ctx.registry,
+            &ctx.credentials,
+            &namespace,
+            spec.credentials.as_ref(),
+        )
+        .await;
         for image in &spec.images {
-            let resolved = registry_check::resolve(
-                &ctx.registry,
-                &image.image,
-                spec.target.as_ref(),
-                &image.name,
-            )
-            .await;
-            let target = match &resolved {
-                Ok(r) => Some(registry_check::target_binding(&ctx.registry, r, &settings).await),
-                Err(_) => None,
+            let resolved = match &registry {
+                Ok(client) => {
+                    registry_check::resolve(client, &image.image, spec.target.as_ref(), &image.name)
+                        .await
+                }
+                Err(failure) => Err(failure.clone()),
+            };
+            let target = match (&resolved, &registry) {
+                (Ok(r), Ok(client)) => {
+                    Some(registry_check::target_binding(client, r, &settings).await)
+                }
+                _ => None,
             };
             images.push(ImageObservation {
                 name: image.name.clone(),
@@ -198,6 +307,10 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         .annotations()
         .get(RECONCILE_REQUEST_ANNOTATION)
         .map(String::as_str);
+    // The caps need every Job listed (right after a restart too).
+    ctx.jobs.wait_ready().await;
+    // Held until the Jobs are created: the slots counted here are the ones taken.
+    let slots = ctx.jobs.lock.lock().await;
     let planned = plan::plan(PlanInput {
         uid: &uid,
         generation,
@@ -207,6 +320,8 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         images,
         jobs: jobs.clone(),
         now: Timestamp::now(),
+        default_interval: ctx.default_interval,
+        capacity: ctx.jobs.capacity(),
     });
 
     for job_name in &planned.delete {
@@ -231,11 +346,18 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         let job = worker::build_job(object, request, &ctx.worker);
         match jobs_api.create(&PostParams::default(), &job).await {
             Ok(_) => {
+                ctx.jobs
+                    .created(&namespace, &request.job_name, &request.source);
                 ctx.metrics
                     .jobs_created
                     .with_label_values(&["created"])
                     .inc();
                 tracing::info!(%namespace, %name, job = %request.job_name, image = %request.image_name, source = %request.source, target = %request.target, "created worker Job");
+                let note = format!(
+                    "Job {} is building image {} ({} -> {})",
+                    request.job_name, request.image_name, request.source, request.target
+                );
+                runtime::publish(ctx, object, false, transitions::BUILD_STARTED, note).await;
             }
             // Still there (being deleted after a transient failure): try again shortly.
             Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -244,6 +366,7 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
             Err(e) => return Err(e).context(format!("creating Job {}", request.job_name)),
         }
     }
+    drop(slots);
     let running = jobs.iter().any(|j| j.state == JobState::Running);
     let current = object.status.clone().unwrap_or_default();
     if planned.status != current {
@@ -255,11 +378,36 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
             "status updated"
         );
     }
+    let key = object_key(object);
+    let previous = ctx.stats.lock().unwrap().previous(&key).cloned();
+    let notices = transitions::transitions(
+        previous.as_ref().or(object.status.as_ref()),
+        &planned.status,
+    );
+    ctx.record_status(&key, Some((planned.status.clone(), planned.queued)));
+    for notice in notices {
+        if let Some(reason) = &notice.failure_reason {
+            ctx.metrics
+                .reconcile_errors
+                .with_label_values(&[reason])
+                .inc();
+        }
+        runtime::publish(ctx, object, notice.warning, notice.reason, notice.note).await;
+    }
     Ok(match requeue {
         Some(after) => Action::requeue(after),
         None if running => Action::requeue(plan::RUNNING_JOB_RECHECK),
         None => Action::await_change(),
     })
+}
+
+/// `namespace/name`: the key of an object's gauge contributions.
+fn object_key(object: &SociIndex) -> String {
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
 }
 
 async fn write_status(

@@ -10,14 +10,18 @@ use crate::api::{
 use crate::registry::RegistryRef;
 use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The fallback of `--default-interval` (itself the fallback of `spec.interval`).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_TAG_SUFFIX: &str = "-soci";
 pub const DEFAULT_MIN_LAYER_SIZE: i64 = 10 << 20;
 pub const DEFAULT_SPAN_SIZE: i64 = 4 << 20;
 /// How often a running build is looked at even without a Job event.
 pub const RUNNING_JOB_RECHECK: Duration = Duration::from_secs(60);
+/// How soon a build waiting for a Job slot (the caps) is looked at again.
+pub const QUEUED_RECHECK: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_secs(15);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
 
@@ -36,6 +40,8 @@ pub mod reason {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     pub const PROGRESSING: &str = "Progressing";
     pub const SUSPENDED: &str = "Suspended";
+    /// A build is due but `--max-concurrent-jobs` / `--max-jobs-per-registry` are reached.
+    pub const QUEUED: &str = "Queued";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +173,55 @@ pub struct PlanInput<'a> {
     pub images: Vec<ImageObservation>,
     pub jobs: Vec<ObservedJob>,
     pub now: Timestamp,
+    /// `--default-interval`: used when `spec.interval` is absent or malformed.
+    pub default_interval: Duration,
+    /// The worker Job slots free now (`--max-concurrent-jobs`, `--max-jobs-per-registry`).
+    pub capacity: Capacity,
+}
+
+/// The Job caps and the worker Jobs active now across every watched namespace. `None`: no cap.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Capacity {
+    pub max_total: Option<usize>,
+    pub max_per_registry: Option<usize>,
+    pub active_total: usize,
+    /// Active Jobs by the registry host of their source image.
+    pub active_per_registry: BTreeMap<String, usize>,
+}
+
+impl Capacity {
+    /// Takes a slot for one more Job building from `registry`, or says which cap is reached.
+    pub fn take(&mut self, registry: &str) -> Result<(), String> {
+        if let Some(max) = self.max_total
+            && self.active_total >= max
+        {
+            return Err(format!(
+                "{} of {max} worker Jobs are running (--max-concurrent-jobs)",
+                self.active_total
+            ));
+        }
+        let on_registry = self.active_per_registry.get(registry).copied().unwrap_or(0);
+        if let Some(max) = self.max_per_registry
+            && on_registry >= max
+        {
+            return Err(format!(
+                "{on_registry} of {max} worker Jobs are running for {registry} (--max-jobs-per-registry)"
+            ));
+        }
+        self.active_total += 1;
+        *self
+            .active_per_registry
+            .entry(registry.to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+/// The registry host a build request counts against (`--max-jobs-per-registry`).
+pub fn registry_host(source: &str) -> String {
+    RegistryRef::parse(source)
+        .map(|r| r.registry)
+        .unwrap_or_else(|_| source.split('/').next().unwrap_or_default().to_string())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +231,8 @@ pub struct Plan {
     pub delete: Vec<String>,
     pub status: SociIndexStatus,
     pub requeue_after: Option<Duration>,
+    /// Builds due but held back by the Job caps (`Queued`).
+    pub queued: usize,
 }
 
 /// The deterministic name of the Job that builds `source_digest` for one image of one object
@@ -350,6 +407,7 @@ struct ImageOutcome {
     create: Option<BuildRequest>,
     delete: Vec<String>,
     requeue: Option<Duration>,
+    queued: bool,
 }
 
 pub fn plan(input: PlanInput<'_>) -> Plan {
@@ -360,7 +418,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         .interval
         .as_deref()
         .and_then(parse_duration)
-        .unwrap_or(DEFAULT_INTERVAL)
+        .unwrap_or(input.default_interval)
         .max(Duration::from_secs(10));
 
     if input.spec.suspend {
@@ -387,6 +445,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             delete: vec![],
             status,
             requeue_after: None,
+            queued: 0,
         };
     }
 
@@ -402,6 +461,8 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     let mut images = Vec::new();
     let mut standings = Vec::new();
     let mut requeue: Option<Duration> = None;
+    let mut capacity = input.capacity.clone();
+    let mut queued = 0;
     for observation in &input.images {
         let spec_image = input
             .spec
@@ -425,8 +486,10 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             before,
             &jobs,
             honour_stalls,
+            &mut capacity,
             &now_text,
         );
+        queued += usize::from(outcome.queued);
         if let Some(r) = outcome.requeue {
             requeue = Some(requeue.map_or(r, |q: Duration| q.min(r)));
         }
@@ -529,6 +592,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         delete,
         status,
         requeue_after: requeue,
+        queued,
     }
 }
 
@@ -541,6 +605,7 @@ fn plan_image(
     before: Option<&ImageStatus>,
     jobs: &[&ObservedJob],
     honour_stalls: bool,
+    capacity: &mut Capacity,
     now: &str,
 ) -> ImageOutcome {
     let previous = before.cloned().unwrap_or_default();
@@ -573,6 +638,7 @@ fn plan_image(
             create,
             delete,
             requeue,
+            queued: false,
         }
     };
     let all_job_names = || -> Vec<String> {
@@ -596,7 +662,13 @@ fn plan_image(
             return outcome(status, standing, lazy, None, delete, requeue);
         }
     };
-    status.source_digest = Some(resolved.digest.clone());
+    // In place, the tag resolves to what we pushed: the digest we built from stays recorded
+    // (deletionPolicy Delete restores it).
+    let resolves_to_ours = previous.target_digest.as_deref() == Some(resolved.digest.as_str())
+        && previous.target.as_deref() == Some(resolved.target.as_str());
+    if !resolves_to_ours || previous.source_digest.is_none() {
+        status.source_digest = Some(resolved.digest.clone());
+    }
     status.target = Some(resolved.target.clone());
     let name = job_name(
         input.uid,
@@ -747,6 +819,29 @@ fn plan_image(
             {
                 let lazy = lazy.clone();
                 return outcome(status, Standing::Stalled, lazy, None, obsolete, None);
+            }
+            if let Err(why) = capacity.take(&registry_host(&resolved.source)) {
+                // No Job now; the same build is planned again once a slot is free.
+                let message = match &drift {
+                    Some(m) => format!("{m}; waiting for a build slot: {why}"),
+                    None => format!("waiting for a build slot: {why}"),
+                };
+                let lazy = Condition::new(
+                    LAZY_LOAD_READY,
+                    ConditionStatus::Unknown,
+                    reason::QUEUED,
+                    message,
+                );
+                let mut queued = outcome(
+                    status,
+                    Standing::InProgress,
+                    lazy,
+                    None,
+                    obsolete,
+                    Some(QUEUED_RECHECK),
+                );
+                queued.queued = true;
+                return queued;
             }
             status.job = Some(name.clone());
             let (why, message) = match &drift {

@@ -87,6 +87,8 @@ struct Run<'a> {
     images: Vec<ImageObservation>,
     jobs: Vec<ObservedJob>,
     now: Timestamp,
+    default_interval: Duration,
+    capacity: Capacity,
 }
 
 impl<'a> Run<'a> {
@@ -99,6 +101,8 @@ impl<'a> Run<'a> {
             images,
             jobs: vec![],
             now: t(0),
+            default_interval: DEFAULT_INTERVAL,
+            capacity: Capacity::default(),
         }
     }
 
@@ -112,6 +116,8 @@ impl<'a> Run<'a> {
             images: self.images,
             jobs: self.jobs,
             now: self.now,
+            default_interval: self.default_interval,
+            capacity: self.capacity,
         });
         // Never a hot loop: whatever happens, the next look is at least a second away.
         if let Some(r) = p.requeue_after {
@@ -674,4 +680,227 @@ fn a_created_job_starting_to_run_changes_nothing_in_the_status() {
     )];
     run.now = t(5);
     assert_eq!(run.plan().status, created.status);
+}
+
+fn seen_on(name: &str, registry: &str) -> ImageObservation {
+    ImageObservation {
+        name: name.into(),
+        resolved: Ok(Resolved {
+            source: format!("{registry}/{name}@{DIGEST_A}"),
+            digest: DIGEST_A.into(),
+            target: format!("{registry}/{name}:v1-soci"),
+        }),
+        target: Some(Ok(TargetCheck::Missing)),
+    }
+}
+
+#[test]
+fn job_caps_hold_builds_back_as_queued() {
+    struct Case {
+        what: &'static str,
+        max_total: Option<usize>,
+        max_per_registry: Option<usize>,
+        active_total: usize,
+        active: &'static [(&'static str, usize)],
+        /// (image, registry) of each build due.
+        due: &'static [(&'static str, &'static str)],
+        created: &'static [&'static str],
+    }
+    const A: &str = "reg-a.example:5000";
+    const B: &str = "reg-b.example";
+    let cases = [
+        Case {
+            what: "no caps",
+            max_total: None,
+            max_per_registry: None,
+            active_total: 50,
+            active: &[(A, 50)],
+            due: &[("x", A), ("y", A)],
+            created: &["x", "y"],
+        },
+        Case {
+            what: "global cap reached by other objects' Jobs",
+            max_total: Some(2),
+            max_per_registry: None,
+            active_total: 2,
+            active: &[(B, 2)],
+            due: &[("x", A)],
+            created: &[],
+        },
+        Case {
+            what: "global cap leaves one slot: the first due image takes it",
+            max_total: Some(3),
+            max_per_registry: None,
+            active_total: 2,
+            active: &[(B, 2)],
+            due: &[("x", A), ("y", B), ("z", A)],
+            created: &["x"],
+        },
+        Case {
+            what: "registry cap reached on one registry, free on another",
+            max_total: Some(10),
+            max_per_registry: Some(1),
+            active_total: 1,
+            active: &[(A, 1)],
+            due: &[("x", A), ("y", B), ("z", B)],
+            created: &["y"],
+        },
+        Case {
+            what: "both caps with room",
+            max_total: Some(4),
+            max_per_registry: Some(2),
+            active_total: 1,
+            active: &[(A, 1)],
+            due: &[("x", A), ("y", A), ("z", B)],
+            created: &["x", "z"],
+        },
+        Case {
+            what: "a cap of 0 lets nothing start",
+            max_total: Some(0),
+            max_per_registry: None,
+            active_total: 0,
+            active: &[],
+            due: &[("x", A)],
+            created: &[],
+        },
+    ];
+    for case in cases {
+        let names: Vec<&str> = case.due.iter().map(|(n, _)| *n).collect();
+        let s = spec(&names);
+        let mut run = Run::new(&s, case.due.iter().map(|(n, r)| seen_on(n, r)).collect());
+        run.capacity = Capacity {
+            max_total: case.max_total,
+            max_per_registry: case.max_per_registry,
+            active_total: case.active_total,
+            active_per_registry: case
+                .active
+                .iter()
+                .map(|(r, n)| (r.to_string(), *n))
+                .collect(),
+        };
+        let p = run.plan();
+        let created: Vec<&str> = p.create.iter().map(|r| r.image_name.as_str()).collect();
+        assert_eq!(created, case.created, "{}", case.what);
+        assert_eq!(
+            p.queued,
+            case.due.len() - case.created.len(),
+            "{}",
+            case.what
+        );
+        for (i, (name, _)) in case.due.iter().enumerate() {
+            let expected = if case.created.contains(name) {
+                reason::BUILDING
+            } else {
+                reason::QUEUED
+            };
+            assert_eq!(
+                lazy(&p, i),
+                (ConditionStatus::Unknown, expected.to_string()),
+                "{}: image {name}",
+                case.what
+            );
+        }
+        if p.queued > 0 {
+            // Waiting builds are looked at again soon, and the object is still progressing.
+            assert!(p.requeue_after.unwrap() <= QUEUED_RECHECK, "{}", case.what);
+            assert_eq!(
+                top(&p, READY),
+                is(ConditionStatus::Unknown, reason::PROGRESSING)
+            );
+            let message = &cond(&p.status.images[0].conditions, LAZY_LOAD_READY)
+                .unwrap()
+                .message;
+            assert!(created_or_waiting(message), "{}: {message}", case.what);
+        }
+    }
+}
+
+fn created_or_waiting(message: &str) -> bool {
+    message.contains("is building") || message.contains("waiting for a build slot")
+}
+
+#[test]
+fn a_queued_build_starts_once_a_slot_is_free() {
+    let s = spec(&["app"]);
+    let mut run = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+    run.capacity = Capacity {
+        max_total: Some(1),
+        active_total: 1,
+        ..Default::default()
+    };
+    let queued = run.plan();
+    assert!(queued.create.is_empty());
+    assert_eq!(
+        lazy(&queued, 0),
+        (ConditionStatus::Unknown, reason::QUEUED.into())
+    );
+
+    let mut run = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+    run.status = Some(&queued.status);
+    run.now = t(20);
+    run.capacity = Capacity {
+        max_total: Some(1),
+        active_total: 0,
+        ..Default::default()
+    };
+    let started = run.plan();
+    assert_eq!(started.create.len(), 1);
+    assert_eq!(started.queued, 0);
+    assert_eq!(
+        lazy(&started, 0),
+        (ConditionStatus::Unknown, reason::BUILDING.into())
+    );
+}
+
+#[test]
+fn the_default_interval_applies_only_without_a_spec_interval() {
+    let mut s = spec(&["app"]);
+    s.interval = None;
+    let mut run = Run::new(&s, vec![seen("app", DIGEST_A, bound())]);
+    run.default_interval = Duration::from_secs(300);
+    let p = run.plan();
+    let after = p.requeue_after.unwrap();
+    assert!(
+        after >= Duration::from_secs(300) && after <= Duration::from_secs(330),
+        "{after:?}"
+    );
+    s.interval = Some("10m".into());
+    let mut run = Run::new(&s, vec![seen("app", DIGEST_A, bound())]);
+    run.default_interval = Duration::from_secs(300);
+    let after = run.plan().requeue_after.unwrap();
+    assert!(after >= Duration::from_secs(600), "{after:?}");
+}
+
+#[test]
+fn registry_hosts_come_from_the_source_reference() {
+    assert_eq!(
+        registry_host("127.0.0.1:5000/app@sha256:aa"),
+        "127.0.0.1:5000"
+    );
+    assert_eq!(registry_host("ghcr.io/org/app:v1"), "ghcr.io");
+}
+
+#[test]
+fn an_in_place_tag_resolving_to_our_target_keeps_the_original_source_digest() {
+    let s = spec(&["app"]);
+    let first = Run::new(&s, vec![seen("app", DIGEST_A, bound())]).plan();
+    assert_eq!(
+        first.status.images[0].source_digest.as_deref(),
+        Some(DIGEST_A)
+    );
+    // The tag now holds what we pushed (in place): the status still names what we built from.
+    let mut run = Run::new(&s, vec![seen("app", "sha256:tttt", bound())]);
+    run.status = Some(&first.status);
+    let second = run.plan();
+    assert_eq!(
+        second.status.images[0].source_digest.as_deref(),
+        Some(DIGEST_A)
+    );
+    // A genuinely new source digest is recorded as usual.
+    let mut run = Run::new(&s, vec![seen("app", DIGEST_B, bound())]);
+    run.status = Some(&second.status);
+    assert_eq!(
+        run.plan().status.images[0].source_digest.as_deref(),
+        Some(DIGEST_B)
+    );
 }

@@ -87,6 +87,9 @@ pub struct WorkerResult {
     pub layers_indexed: usize,
     #[serde(default)]
     pub layers_skipped: usize,
+    /// Compressed bytes of the layers indexed (absent from older workers: 0).
+    #[serde(default)]
+    pub bytes_indexed: u64,
 }
 
 pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOptions) -> Job {
@@ -123,27 +126,32 @@ pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOpti
     let credentials = spec.credentials.clone().unwrap_or_default();
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    // Only the first docker-config Secret is used by the worker for now (one config.json).
-    if let Some(secret) = credentials.secret_refs.first() {
-        args.extend([
-            "--registry-config".into(),
-            format!("{REGISTRY_CONFIG_DIR}/config.json"),
-        ]);
+    // Every docker-config Secret, each as its own config.json in one projected volume; the
+    // worker merges them in spec order (the first naming a registry wins).
+    if !credentials.secret_refs.is_empty() {
+        let mut sources = Vec::new();
+        for (i, secret) in credentials.secret_refs.iter().enumerate() {
+            args.extend([
+                "--registry-config".into(),
+                format!("{REGISTRY_CONFIG_DIR}/{i}/config.json"),
+            ]);
+            sources.push(VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: secret.name.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: ".dockerconfigjson".into(),
+                        path: format!("{i}/config.json"),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
         volumes.push(Volume {
             name: "registry-config".into(),
             projected: Some(ProjectedVolumeSource {
-                sources: Some(vec![VolumeProjection {
-                    secret: Some(SecretProjection {
-                        name: secret.name.clone(),
-                        items: Some(vec![KeyToPath {
-                            key: ".dockerconfigjson".into(),
-                            path: "config.json".into(),
-                            ..Default::default()
-                        }]),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
+                sources: Some(sources),
                 ..Default::default()
             }),
             ..Default::default()
@@ -465,9 +473,14 @@ mod tests {
     fn a_service_account_and_a_secret_reach_the_worker() {
         let mut o = owner();
         o.spec.credentials = Some(crate::api::Credentials {
-            secret_refs: vec![crate::api::SecretRef {
-                name: "pull".into(),
-            }],
+            secret_refs: vec![
+                crate::api::SecretRef {
+                    name: "pull".into(),
+                },
+                crate::api::SecretRef {
+                    name: "push".into(),
+                },
+            ],
             service_account_name: Some("builder".into()),
         });
         let job = build_job(&o, &request(), &WorkerOptions::default());
@@ -476,13 +489,23 @@ mod tests {
         assert_eq!(pod.service_account_name.as_deref(), Some("builder"));
         let volume = &pod.volumes.unwrap()[0];
         let projected = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
-        assert_eq!(projected[0].secret.as_ref().unwrap().name, "pull");
+        let names: Vec<(&str, &str)> = projected
+            .iter()
+            .map(|p| {
+                let s = p.secret.as_ref().unwrap();
+                (s.name.as_str(), s.items.as_ref().unwrap()[0].path.as_str())
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [("pull", "0/config.json"), ("push", "1/config.json")]
+        );
+        let args = pod.containers[0].args.as_ref().unwrap().join(" ");
         assert!(
-            pod.containers[0]
-                .args
-                .as_ref()
-                .unwrap()
-                .contains(&"--registry-config".to_string())
+            args.contains(&format!(
+                "--registry-config {REGISTRY_CONFIG_DIR}/0/config.json --registry-config {REGISTRY_CONFIG_DIR}/1/config.json"
+            )),
+            "{args}"
         );
     }
 
@@ -515,6 +538,16 @@ mod tests {
         );
         let f = job_failure("BackoffLimitExceeded", "", None);
         assert_eq!(f.class, FailureClass::Transient);
+    }
+
+    #[test]
+    fn results_without_byte_counts_still_parse() {
+        let old: WorkerResult =
+            serde_json::from_str(r#"{"ok":true,"sociIndexes":1,"layersIndexed":2}"#).unwrap();
+        assert_eq!((old.layers_indexed, old.bytes_indexed), (2, 0));
+        let new: WorkerResult =
+            serde_json::from_str(r#"{"ok":true,"bytesIndexed":12582912}"#).unwrap();
+        assert_eq!(new.bytes_indexed, 12 << 20);
     }
 
     #[test]

@@ -1,0 +1,371 @@
+//! Running the controllers: one kube-runtime Controller per watched namespace (or one for all)
+//! sharing one [`Context`], the worker-Job watches behind the Job caps and the Job metrics,
+//! leader election, readiness, and Events.
+
+use super::leader::Elector;
+use super::slots::{JobPhase, phase};
+use super::worker::{MANAGED_BY, MANAGED_BY_LABEL, WorkerResult};
+use super::{Context, error_policy, reconcile};
+use crate::api::SociIndex;
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct RunOptions {
+    /// Empty: every namespace.
+    pub namespaces: Vec<String>,
+    pub leader: Option<LeaderOptions>,
+}
+
+pub struct LeaderOptions {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+}
+
+/// `POD_NAME`, else the host name: who holds the Lease and reports the Events.
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "soci-operator".into())
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs until a termination signal (or, when leading, until the Lease is lost: then the
+/// process exits).
+pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    let scopes: Vec<Option<&str>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options
+            .namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    for scope in &scopes {
+        api::<SociIndex>(&ctx.client, *scope)
+            .list(&ListParams::default().limit(1))
+            .await
+            .with_context(|| {
+                format!(
+                    "listing SociIndexes in {} (is the CRD installed? run `soci-operator crd`)",
+                    scope.unwrap_or("all namespaces")
+                )
+            })?;
+    }
+
+    let elector = match &options.leader {
+        Some(l) => {
+            ctx.standby.store(true, Ordering::Relaxed);
+            ctx.metrics.leader.set(0);
+            let elector = Arc::new(Elector::new(
+                ctx.client.clone(),
+                &l.namespace,
+                &l.name,
+                &l.identity,
+            ));
+            tokio::select! {
+                _ = elector.acquire() => {}
+                _ = wait(shutdown.clone()) => {
+                    tracing::info!("standby stopping");
+                    return Ok(());
+                }
+            }
+            Some(elector)
+        }
+        None => None,
+    };
+    ctx.metrics.leader.set(1);
+    ctx.standby.store(false, Ordering::Relaxed);
+    let keeper = elector.clone().map(|e| {
+        tokio::spawn(async move {
+            let why = e.keep().await;
+            tracing::error!(reason = %why, "lost the leader lease: exiting so that this replica restarts as a standby");
+            std::process::exit(1);
+        })
+    });
+
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let mut background = Vec::new();
+    for scope in &scopes {
+        let (reader, writer) = reflector::store();
+        ctx.jobs.add_store(reader.clone());
+        background.push(tokio::spawn(watch_jobs(
+            ctx.clone(),
+            api(&ctx.client, *scope),
+            owned.clone(),
+            reader,
+            writer,
+        )));
+    }
+    let mut controllers = Vec::new();
+    let mut index_stores = Vec::new();
+    let mut index_synced = Vec::new();
+    for scope in &scopes {
+        // Our own view of the SociIndexes (readiness, pruning the gauges): the Controller's
+        // store cannot be waited on safely besides the Controller itself.
+        let (reader, writer) = reflector::store();
+        let (done, synced) = tokio::sync::oneshot::channel();
+        background.push(tokio::spawn(watch_indexes(
+            api(&ctx.client, *scope),
+            writer,
+            done,
+        )));
+        index_stores.push(reader);
+        index_synced.push(synced);
+        let controller = Controller::new(
+            api::<SociIndex>(&ctx.client, *scope),
+            watcher::Config::default(),
+        )
+        .owns(api::<Job>(&ctx.client, *scope), owned.clone())
+        .graceful_shutdown_on(wait(shutdown.clone()));
+        controllers.push(
+            controller
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "reconcile not run");
+                    }
+                }),
+        );
+    }
+    tracing::info!(namespaces = ?options.namespaces, "controllers starting");
+    background.push(tokio::spawn(readiness(ctx.clone(), index_synced)));
+    background.push(tokio::spawn(prune_stats(ctx.clone(), index_stores)));
+    futures_util::future::join_all(controllers).await;
+
+    if let Some(k) = keeper {
+        k.abort();
+    }
+    for task in background {
+        task.abort();
+    }
+    if let Some(e) = elector
+        && let Err(e) = e.release().await
+    {
+        tracing::warn!(error = %format!("{e:#}"), "releasing the leader lease");
+    }
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C flips the channel to `true`; a second one exits at once.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("termination signal: finishing the running reconciles");
+        let _ = tx.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        std::process::exit(1);
+    });
+    rx
+}
+
+async fn wait(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn readiness(ctx: Arc<Context>, synced: Vec<tokio::sync::oneshot::Receiver<()>>) {
+    for s in synced {
+        let _ = s.await;
+    }
+    ctx.jobs.wait_ready().await;
+    ctx.synced.store(true, Ordering::Relaxed);
+    tracing::info!("watches synced: ready");
+}
+
+/// Objects deleted without a finalizer are never reconciled again: drop their contribution
+/// to the gauges once they are gone from every store.
+async fn prune_stats(ctx: Arc<Context>, stores: Vec<Store<SociIndex>>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        if !ctx.synced.load(Ordering::Relaxed) {
+            continue;
+        }
+        let keys: HashSet<String> = stores
+            .iter()
+            .flat_map(|s| s.state())
+            .map(|o| super::object_key(&o))
+            .collect();
+        let mut stats = ctx.stats.lock().unwrap();
+        stats.retain(|k| keys.contains(k));
+        ctx.publish_stats(&stats);
+    }
+}
+
+async fn watch_indexes(
+    api: Api<SociIndex>,
+    writer: reflector::store::Writer<SociIndex>,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut done = Some(done);
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if let Ok(watcher::Event::InitDone) = event
+            && let Some(done) = done.take()
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Keeps a Job store (the caps, the jobs gauge) and observes each build once as it finishes:
+/// its duration, and the bytes it indexed (from the worker's result).
+async fn watch_jobs(
+    ctx: Arc<Context>,
+    api: Api<Job>,
+    config: watcher::Config,
+    reader: Store<Job>,
+    writer: reflector::store::Writer<Job>,
+) {
+    let started = Timestamp::now();
+    let mut observed: HashSet<String> = HashSet::new();
+    let mut synced = false;
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        let job = match event {
+            Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => job,
+            Ok(watcher::Event::InitDone) => {
+                if !synced {
+                    synced = true;
+                    ctx.jobs.mark_synced();
+                }
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "watching worker Jobs");
+                continue;
+            }
+        };
+        let state = phase(&job);
+        let Some(uid) = job.uid() else { continue };
+        if state == JobPhase::Running || observed.contains(&uid) {
+            continue;
+        }
+        observed.insert(uid);
+        if observed.len() > 1000 {
+            let live: HashSet<String> = reader.state().iter().filter_map(|j| j.uid()).collect();
+            observed.retain(|u| live.contains(u));
+        }
+        let status = job.status.clone().unwrap_or_default();
+        let finished = status.completion_time.map(|t| t.0).or_else(|| {
+            status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+                .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
+        });
+        // Builds that finished before this process started were counted by its predecessor.
+        let Some(finished) = finished.filter(|f| *f >= started) else {
+            continue;
+        };
+        if let Some(start) = status.start_time {
+            let seconds = finished.duration_since(start.0).as_secs_f64();
+            ctx.metrics.build_duration.observe(seconds.max(0.0));
+        }
+        if state == JobPhase::Succeeded {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Some(bytes) = indexed_bytes(&ctx.client, &job).await {
+                    ctx.metrics.indexed_bytes.inc_by(bytes);
+                }
+            });
+        }
+    }
+}
+
+/// The `bytesIndexed` of the worker's result (its termination message).
+async fn indexed_bytes(client: &Client, job: &Job) -> Option<u64> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace()?);
+    let list = pods
+        .list(
+            &ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={}", job.name_any())),
+        )
+        .await
+        .ok()?;
+    list.items.iter().find_map(|pod| {
+        pod.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find_map(|c| {
+                let message = c.state.as_ref()?.terminated.as_ref()?.message.as_ref()?;
+                let result: WorkerResult = serde_json::from_str(message.trim()).ok()?;
+                result.ok.then_some(result.bytes_indexed)
+            })
+    })
+}
+
+/// Publishes one Event about `object` (failures are logged, never fail the reconcile).
+pub async fn publish(ctx: &Context, object: &SociIndex, warning: bool, reason: &str, note: String) {
+    let mut note = note;
+    crate::api::condition::truncate(&mut note, 1000);
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(note),
+        action: if reason.starts_with("Build") {
+            "Build".into()
+        } else {
+            "Reconcile".into()
+        },
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(error = %e, name = %object.name_any(), %reason, "publishing an Event");
+    }
+}
