@@ -8,6 +8,7 @@
 
 use crate::image::layout::ResolvedRoot;
 use crate::image::{BlobReader, ImageSink, ImageSource, PutOutcome, VerifiedReader};
+use crate::progress::Progress;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -54,6 +55,7 @@ pub struct ConvertSettings {
     pub limits: IndexerLimits,
     /// Upstream's opt-in `xattr` optimisation: mark layers without xattrs `disable-xattrs`.
     pub optimize_xattrs: bool,
+    pub progress: Progress,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -180,7 +182,7 @@ pub async fn convert<S: ImageSource, D: ImageSink>(
         collect_writes(r, source, &new_blobs, &ztocs, &mut graph).await?;
     }
     let destination = sink.describe();
-    let transfer = write_all(source, sink, &graph, &roots, settings.jobs).await?;
+    let transfer = write_all(source, sink, &graph, &roots, settings).await?;
 
     let mut layer_reports: Vec<LayerReport> = layers
         .iter()
@@ -207,13 +209,16 @@ async fn build_ztocs<S: ImageSource>(
     layers: &[LayerToIndex],
     settings: &ConvertSettings,
 ) -> Result<HashMap<String, (ZtocBlob, LayerReport)>> {
+    settings.progress.indexing(
+        layers.len(),
+        layers.iter().map(|l| l.descriptor.size.max(0) as u64).sum(),
+    );
     stream::iter(layers)
         .map(|layer| async move {
             let built = build_one(source, layer, settings).await?;
-            eprintln!(
-                "layer {} -> ztoc {}",
-                layer.descriptor.digest, built.0.digest
-            );
+            settings
+                .progress
+                .layer_done(&layer.descriptor.digest, &built.0.digest);
             Ok::<_, anyhow::Error>((layer.descriptor.digest.clone(), built))
         })
         .buffer_unordered(settings.jobs.max(1))
@@ -250,6 +255,7 @@ async fn build_one<S: ImageSource>(
     loop {
         match reader.next_chunk().await {
             Ok(Some(chunk)) => {
+                settings.progress.indexed_bytes(chunk.len() as u64);
                 if sender.send(chunk).await.is_err() {
                     break; // the indexer failed; its error is reported below
                 }
@@ -367,20 +373,34 @@ async fn write_all<S: ImageSource, D: ImageSink>(
     sink: D,
     list: &WriteList<'_>,
     roots: &[Descriptor],
-    jobs: usize,
+    settings: &ConvertSettings,
 ) -> Result<TransferReport> {
     let mut report = TransferReport::default();
     let sink_ref = &sink;
+    let progress = &settings.progress;
+    progress.writing(list.blobs.len() + list.manifests.len());
+    let bytes_written = std::sync::atomic::AtomicU64::new(0);
+    let counted = |outcome: &PutOutcome| {
+        let n = match outcome {
+            PutOutcome::Written(n) => *n,
+            _ => 0,
+        };
+        let total = bytes_written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        progress.wrote(total);
+    };
+    let counted = &counted;
     let outcomes: Vec<PutOutcome> = stream::iter(&list.blobs)
         .map(|(desc, content)| async move {
-            match content {
+            let outcome = match content {
                 Content::New(bytes) => sink_ref.put_blob(desc, bytes.clone()).await,
                 Content::Ztoc(ztoc) => sink_ref.put_blob(desc, ztoc.bytes.clone()).await,
                 Content::FromSource => sink_ref.copy_blob(source, desc).await,
             }
-            .with_context(|| format!("writing blob {} to {}", desc.digest, sink_ref.describe()))
+            .with_context(|| format!("writing blob {} to {}", desc.digest, sink_ref.describe()))?;
+            counted(&outcome);
+            Ok::<_, anyhow::Error>(outcome)
         })
-        .buffer_unordered(jobs.max(1))
+        .buffer_unordered(settings.jobs.max(1))
         .try_collect()
         .await?;
     outcomes.into_iter().for_each(|o| report.add(o));
@@ -389,6 +409,7 @@ async fn write_all<S: ImageSource, D: ImageSink>(
             .put_manifest(desc, bytes.clone())
             .await
             .with_context(|| format!("writing manifest {} to {}", desc.digest, sink.describe()))?;
+        counted(&outcome);
         report.add(outcome);
     }
     let by_digest: HashMap<&str, &Bytes> = list

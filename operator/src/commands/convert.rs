@@ -122,6 +122,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             max_uncompressed_bytes: args.max_uncompressed_bytes,
         },
         optimize_xattrs: args.optimizations.contains(&Optimization::Xattr),
+        progress: crate::progress::Progress::for_stderr(),
     };
     let uses_registry =
         matches!(source, ImageRef::Registry(_)) || matches!(destination, ImageRef::Registry(_));
@@ -146,7 +147,9 @@ pub fn run(args: ConvertArgs) -> Result<()> {
                 job.run(&RegistrySource::new(client, r.clone())).await
             }
         }
-    })?;
+    });
+    settings.progress.finish();
+    let outcome = outcome?;
     match (outcome, args.output) {
         (Outcome::Converted(report), OutputFormat::Json) => {
             println!("{}", serde_json::to_string(&report)?)

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 #[derive(Args, Clone)]
 pub struct RegistryArgs {
-    /// Docker config with registry credentials (config.json, or a directory holding one).
+    /// Docker config with registry credentials (config.json, or a directory holding one);
+    /// repeatable: for each registry the first config that names it wins.
     /// Default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
     #[arg(long, value_name = "PATH")]
-    pub registry_config: Option<PathBuf>,
+    pub registry_config: Vec<PathBuf>,
     /// Talk plain HTTP to this registry (host[:port]); repeatable. Loopback registries
     /// (localhost, 127.0.0.0/8, ::1) always use plain HTTP.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
@@ -28,7 +29,7 @@ pub struct RegistryArgs {
 
 impl RegistryArgs {
     pub fn client(&self) -> Result<Arc<RegistryClient>> {
-        let credentials = CredentialStore::load(self.registry_config.as_deref())?;
+        let credentials = CredentialStore::load_all(&self.registry_config)?;
         Ok(Arc::new(RegistryClient::new(RegistryOptions {
             credentials,
             insecure_registries: self.insecure_registries.clone(),

@@ -207,8 +207,7 @@ impl ImageSource for RegistrySource {
                 subject,
                 Some(oci::SOCI_INDEX_ARTIFACT_TYPE_V1),
             )
-            .await?
-            .manifests)
+            .await?)
     }
 }
 

@@ -64,8 +64,25 @@ impl CredentialStore {
         };
         let bytes = std::fs::read(&path)
             .with_context(|| format!("reading registry config {}", path.display()))?;
-        let config: DockerConfig = serde_json::from_slice(&bytes)
-            .with_context(|| format!("parsing registry config {}", path.display()))?;
+        Self::from_json(&bytes, path)
+    }
+
+    /// Several configs (`--registry-config` given more than once, one per Secret): for each
+    /// registry the first config that names it wins. None given: the docker defaults.
+    pub fn load_all(paths: &[PathBuf]) -> Result<Self> {
+        let mut stores = paths.iter().map(|p| Self::load(Some(p)));
+        let Some(first) = stores.next() else {
+            return Self::load(None);
+        };
+        stores.try_fold(first?, |merged, next| Ok(merged.merge(next?)))
+    }
+
+    /// A docker config held in memory (a Secret's `.dockerconfigjson`); `origin` names it in
+    /// messages.
+    pub fn from_json(bytes: &[u8], origin: impl Into<PathBuf>) -> Result<Self> {
+        let origin = origin.into();
+        let config: DockerConfig = serde_json::from_slice(bytes)
+            .with_context(|| format!("parsing registry config {}", origin.display()))?;
         Ok(Self {
             auths: config
                 .auths
@@ -78,8 +95,28 @@ impl CredentialStore {
                 .map(|(k, v)| (normalize_config_key(&k), v))
                 .collect(),
             default_helper: config.creds_store.filter(|s| !s.is_empty()),
-            origin: Some(path),
+            origin: Some(origin),
         })
+    }
+
+    /// `self` with what `other` adds: registries `self` already names keep `self`'s entry.
+    pub fn merge(mut self, other: Self) -> Self {
+        for (k, v) in other.auths {
+            if !self.auths.contains_key(&k) && !self.helpers.contains_key(&k) {
+                self.auths.insert(k, v);
+            }
+        }
+        for (k, v) in other.helpers {
+            if !self.auths.contains_key(&k) {
+                self.helpers.entry(k).or_insert(v);
+            }
+        }
+        self.default_helper = self.default_helper.or(other.default_helper);
+        self.origin = match (self.origin, other.origin) {
+            (Some(a), Some(b)) => Some(PathBuf::from(format!("{} + {}", a.display(), b.display()))),
+            (a, b) => a.or(b),
+        };
+        self
     }
 
     /// Where the credentials came from, for error messages.
@@ -209,6 +246,33 @@ mod tests {
         let s = CredentialStore::load(Some(&dir)).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         s
+    }
+
+    #[test]
+    fn merged_configs_first_wins_per_registry() {
+        let a = CredentialStore::from_json(
+            br#"{"auths":{"one.example":{"username":"a","password":"1"}}}"#,
+            "secret a",
+        )
+        .unwrap();
+        let b = CredentialStore::from_json(
+            br#"{"auths":{"one.example":{"username":"b","password":"2"},
+                "two.example":{"username":"b","password":"3"}}}"#,
+            "secret b",
+        )
+        .unwrap();
+        let m = a.merge(b);
+        assert_eq!(
+            m.lookup("one.example").unwrap(),
+            RegistryAuth::Basic("a".into(), "1".into())
+        );
+        assert_eq!(
+            m.lookup("two.example").unwrap(),
+            RegistryAuth::Basic("b".into(), "3".into())
+        );
+        assert_eq!(m.lookup("three.example").unwrap(), RegistryAuth::Anonymous);
+        assert_eq!(m.origin(), "secret a + secret b");
+        assert!(CredentialStore::from_json(b"{not json", "x").is_err());
     }
 
     #[test]

@@ -122,6 +122,17 @@ impl RegistryClient {
         })
     }
 
+    /// A client like this one (insecure registries, CA bundle, retries) with other credentials:
+    /// a SociIndex's own Secrets.
+    pub fn with_credentials(&self, credentials: CredentialStore) -> Result<Self> {
+        Self::new(RegistryOptions {
+            credentials,
+            insecure_registries: self.options.insecure_registries.clone(),
+            ca_bundle: self.options.ca_bundle.clone(),
+            retry: self.options.retry,
+        })
+    }
+
     pub fn retry_policy(&self) -> RetryPolicy {
         self.options.retry
     }

@@ -17,12 +17,6 @@ pub enum ReferrersSource {
     TagSchema,
 }
 
-#[derive(Debug, Clone)]
-pub struct Referrers {
-    pub source: ReferrersSource,
-    pub manifests: Vec<Descriptor>,
-}
-
 /// The tag the referrers tag schema uses for `digest`: `<alg>-<hex>`.
 pub fn referrers_tag(digest: &str) -> String {
     digest.replacen(':', "-", 1)
@@ -133,12 +127,9 @@ impl RegistryClient {
         repo: &RegistryRef,
         subject: &str,
         artifact_type: Option<&str>,
-    ) -> RegistryResult<Referrers> {
+    ) -> RegistryResult<Vec<Descriptor>> {
         if let Some(manifests) = self.referrers_api(repo, subject).await? {
-            return Ok(Referrers {
-                source: ReferrersSource::Api,
-                manifests: filter_by_type(manifests, artifact_type),
-            });
+            return Ok(filter_by_type(manifests, artifact_type));
         }
         let manifests = match self.get_manifest(repo, &referrers_tag(subject)).await? {
             Some(fetched) => Index::from_json(&fetched.bytes)
@@ -156,10 +147,7 @@ impl RegistryClient {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        Ok(Referrers {
-            source: ReferrersSource::TagSchema,
-            manifests: filter_by_type(manifests, artifact_type),
-        })
+        Ok(filter_by_type(manifests, artifact_type))
     }
 
     /// Lists `referrers` (already pushed manifests with `subject`) under the referrers tag of
