@@ -223,6 +223,24 @@ fn corpus_matches_upstream_through_registry() {
 }
 
 /// A small two-layer image above the default-sized threshold we pass (`--min-layer-size 0`).
+/// `inspect REF -o json`, which must succeed.
+fn inspect_json(reference: &str) -> Value {
+    let out = run_ours(&["inspect", reference, "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The entry of `platform` in an `inspect` report.
+fn platform_of(report: &Value, platform: &str) -> Value {
+    report["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"] == platform)
+        .unwrap_or_else(|| panic!("no {platform} in {report}"))
+        .clone()
+}
+
 fn sample_case() -> CorpusCase {
     corpus(Scale::Quick)
         .into_iter()
@@ -627,9 +645,7 @@ fn inspect_reports_binding_per_platform_and_layer() {
     let dst = format!("{}/insp:soci", registry.host());
 
     // Before conversion: nothing is bound.
-    let out = run_ours(&["inspect", &src, "-o", "json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = inspect_json(&src);
     let platforms = report["platforms"].as_array().unwrap();
     assert_eq!(
         platforms.len(),
@@ -648,26 +664,12 @@ fn inspect_reports_binding_per_platform_and_layer() {
         "linux/amd64",
     ]);
     assert!(out.status.success(), "{}", describe(&out));
-    let out = run_ours(&["inspect", &dst, "-o", "json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let amd64 = report["platforms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["platform"] == "linux/amd64")
-        .unwrap()
-        .clone();
+    let report = inspect_json(&dst);
+    let amd64 = platform_of(&report, "linux/amd64");
     assert_eq!(amd64["binding"], "v2", "{report}");
     assert_eq!(amd64["layersIndexed"], 2, "{report}");
     assert_eq!(amd64["bytesIndexedPercent"], 100.0);
-    let arm = report["platforms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["platform"] == "linux/arm64/v8")
-        .unwrap()
-        .clone();
+    let arm = platform_of(&report, "linux/arm64/v8");
     assert_eq!(arm["binding"], "none");
     assert_eq!(arm["layers"][0]["status"], "too-small", "{report}");
     let out = run_ours(&["inspect", &dst, "-o", "json", "--min-layer-size", "0"]);
@@ -772,16 +774,8 @@ fn v1_indexes_are_listed_under_the_referrers_tag() {
     assert_eq!(soci_indexes.len(), 1, "{result}");
 
     // The amd64 manifest of the (unchanged) image, and its referrers tag.
-    let out = run_ours(&["inspect", &dst, "-o", "json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let amd64 = report["platforms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["platform"] == "linux/amd64")
-        .unwrap()
-        .clone();
+    let report = inspect_json(&dst);
+    let amd64 = platform_of(&report, "linux/amd64");
     assert_eq!(amd64["binding"], "v1", "{report}");
     assert_eq!(amd64["sociIndex"], soci_indexes[0].as_str(), "{report}");
     assert_eq!(amd64["layersIndexed"], 2, "{report}");
@@ -807,12 +801,7 @@ fn v1_indexes_are_listed_under_the_referrers_tag() {
         "application/vnd.amazon.soci.index.v1+json"
     );
     // Other platforms got no index and no tag.
-    let arm = report["platforms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["platform"] == "linux/arm64/v8")
-        .unwrap();
+    let arm = platform_of(&report, "linux/arm64/v8");
     assert_eq!(arm["binding"], "none", "{report}");
 
     let out = run_ours(&["verify", &dst, "-o", "json"]);

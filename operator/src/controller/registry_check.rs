@@ -3,7 +3,7 @@
 //! where the stricter `verify` logic (operator/src/verification.rs) will plug in.
 
 use super::plan::{BuildSettings, Failure, Resolved, TargetCheck, reason, target_reference};
-use crate::api::{PlatformStatus, TargetSpec};
+use crate::api::{IndexVersion, PlatformStatus, TargetSpec};
 use crate::image::registry_io::RegistrySource;
 use crate::readiness::{ImageReport, inspect};
 use crate::registry::error::PermanentCause;
@@ -88,11 +88,16 @@ pub async fn target_binding(
     let target_report = inspect(&RegistrySource::new(client.clone(), pinned_target), min)
         .await
         .map_err(|e| failure_of(&e))?;
+    let binding = match settings.index_version {
+        IndexVersion::V2 => "v2",
+        IndexVersion::V1 => "v1",
+    };
     let check = compare(
         &source_report,
         &target_report,
         &settings.platforms,
         &resolved.digest,
+        binding,
     );
     let TargetCheck::Bound { platforms, .. } = &check else {
         return Ok(check);
@@ -126,12 +131,14 @@ pub async fn target_binding(
     }
 }
 
-/// The comparison behind [`target_binding`], pure.
+/// The comparison behind [`target_binding`], pure. `binding` is the kind the spec asks for:
+/// `v2` (the manifest annotation) or `v1` (a SOCI index v1 referring to the manifest).
 pub fn compare(
     source: &ImageReport,
     target: &ImageReport,
     platforms: &[String],
     source_digest: &str,
+    binding: &str,
 ) -> TargetCheck {
     let wanted = source.platforms.iter().filter(|p| {
         platforms.is_empty() || p.platform == "(from config)" || platforms.contains(&p.platform)
@@ -153,10 +160,10 @@ pub fn compare(
                 ),
             };
         };
-        if t.binding != "v2" {
+        if t.binding != binding {
             return TargetCheck::NotBound {
                 message: format!(
-                    "target {} platform {} is not bound to a SOCI index{}",
+                    "target {} platform {} is not bound to a SOCI index {binding}{}",
                     target.image,
                     t.platform,
                     t.problem
@@ -250,7 +257,7 @@ mod tests {
                 vec![layer("a", "indexed"), layer("b", "too-small")],
             )],
         );
-        match compare(&source, &target, &[], "sha256:src") {
+        match compare(&source, &target, &[], "sha256:src", "v2") {
             TargetCheck::Bound { digest, platforms } => {
                 assert_eq!(digest, "sha256:tgt");
                 assert_eq!(platforms[0].layers_indexed, 1);
@@ -272,7 +279,7 @@ mod tests {
             vec![("linux/amd64", "v2", vec![layer("old", "indexed")])],
         );
         assert!(matches!(
-            compare(&source, &old, &[], "d"),
+            compare(&source, &old, &[], "d", "v2"),
             TargetCheck::NotBound { .. }
         ));
         let unbound = report(
@@ -280,15 +287,35 @@ mod tests {
             vec![("linux/amd64", "none", vec![layer("new", "not-indexed")])],
         );
         assert!(matches!(
-            compare(&source, &unbound, &[], "d"),
+            compare(&source, &unbound, &[], "d", "v2"),
             TargetCheck::NotBound { .. }
         ));
         let damaged = report(
             "tgt",
             vec![("linux/amd64", "v2", vec![layer("new", "missing-ztoc")])],
         );
-        match compare(&source, &damaged, &[], "d") {
+        match compare(&source, &damaged, &[], "d", "v2") {
             TargetCheck::NotBound { message } => assert!(message.contains("zTOC")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_binding_must_be_the_kind_the_spec_asks_for() {
+        let source = report(
+            "src",
+            vec![("linux/amd64", "none", vec![layer("a", "not-indexed")])],
+        );
+        let v1 = report(
+            "src",
+            vec![("linux/amd64", "v1", vec![layer("a", "indexed")])],
+        );
+        assert!(matches!(
+            compare(&source, &v1, &[], "d", "v1"),
+            TargetCheck::Bound { .. }
+        ));
+        match compare(&source, &v1, &[], "d", "v2") {
+            TargetCheck::NotBound { message } => assert!(message.contains("v2"), "{message}"),
             other => panic!("{other:?}"),
         }
     }
@@ -307,11 +334,11 @@ mod tests {
             vec![("linux/amd64", "v2", vec![layer("a", "indexed")])],
         );
         assert!(matches!(
-            compare(&source, &target, &["linux/amd64".into()], "d"),
+            compare(&source, &target, &["linux/amd64".into()], "d", "v2"),
             TargetCheck::Bound { .. }
         ));
         assert!(matches!(
-            compare(&source, &target, &[], "d"),
+            compare(&source, &target, &[], "d", "v2"),
             TargetCheck::NotBound { .. }
         ));
     }
