@@ -745,6 +745,34 @@ fn plan_image(
                 Some(RUNNING_JOB_RECHECK),
             )
         }
+        Some((JobState::Succeeded, job)) if status.failures == 0 => {
+            // The target was deleted or damaged after the build (or never bound): build it
+            // once more. The finished Job (same name) goes first; the next reconcile creates
+            // the new one. `failures` (reset when the target verifies) makes a rebuild that
+            // does not bind either stall below instead of looping.
+            status.failures = 1;
+            let mut delete = obsolete;
+            delete.push(job.name.clone());
+            let lazy = Condition::new(
+                LAZY_LOAD_READY,
+                ConditionStatus::Unknown,
+                reason::TARGET_DRIFTED,
+                format!(
+                    "Job {} succeeded, but {} is now {}: rebuilding",
+                    job.name,
+                    resolved.target,
+                    drift.as_deref().unwrap_or("missing")
+                ),
+            );
+            outcome(
+                status,
+                Standing::InProgress,
+                lazy,
+                None,
+                delete,
+                Some(Duration::from_secs(5)),
+            )
+        }
         Some((JobState::Succeeded, job)) => {
             // The worker says done, the registry disagrees: rebuilding would fail the same way.
             status.job = Some(job.name.clone());

@@ -478,10 +478,57 @@ fn a_moved_tag_builds_the_new_digest_and_drops_the_old_job() {
 }
 
 #[test]
-fn a_succeeded_job_whose_target_does_not_verify_stalls() {
+fn a_verified_target_deleted_later_is_rebuilt_once() {
+    let s = spec(&["app"]);
+    let name = name_for(&s, "app", DIGEST_A);
+    let done = || vec![job(&name, "app", JobState::Succeeded, Some(t(-100)))];
+    let mut first = Run::new(&s, vec![seen("app", DIGEST_A, bound())]);
+    first.jobs = done();
+    let ready = first.plan();
+
+    // The target is gone: the finished Job (same name) is deleted, nothing created yet.
+    let mut gone = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+    gone.status = Some(&ready.status);
+    gone.jobs = done();
+    let p = gone.plan();
+    assert!(p.create.is_empty());
+    assert_eq!(p.delete, vec![name.clone()]);
+    assert_eq!(
+        lazy(&p, 0),
+        (ConditionStatus::Unknown, reason::TARGET_DRIFTED.into())
+    );
+    assert!(p.requeue_after.is_some());
+
+    // With the Job gone, the same build is created again.
+    let mut rebuild = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+    rebuild.status = Some(&p.status);
+    let again = rebuild.plan();
+    assert_eq!(again.create.len(), 1);
+    assert_eq!(again.create[0].job_name, name);
+
+    // A rebuild that succeeds without a binding stalls: no loop.
+    let mut failed = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+    failed.status = Some(&again.status);
+    failed.jobs = done();
+    let stalled = failed.plan();
+    assert!(stalled.create.is_empty() && stalled.delete.is_empty());
+    assert_eq!(
+        lazy(&stalled, 0),
+        (ConditionStatus::False, reason::VERIFICATION_FAILED.into())
+    );
+}
+
+#[test]
+fn a_succeeded_job_whose_target_does_not_verify_is_retried_once_then_stalls() {
     let s = spec(&["app"]);
     let name = name_for(&s, "app", DIGEST_A);
     let mut run = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+    run.jobs = vec![job(&name, "app", JobState::Succeeded, Some(t(-1)))];
+    let retried = run.plan();
+    assert_eq!(retried.delete, vec![name.clone()]);
+    assert_eq!(retried.status.images[0].failures, 1);
+    let mut run = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+    run.status = Some(&retried.status);
     run.jobs = vec![job(&name, "app", JobState::Succeeded, Some(t(-1)))];
     let p = run.plan();
     assert!(p.create.is_empty() && p.delete.is_empty());
