@@ -14,19 +14,18 @@
 //!   soci-bench registry download BASE_URL JOBS DIGEST...   (contender (a), run as a child)
 //!   soci-bench registry push HOST LAYOUT REPO TAG   (pushes the image, run as a child)
 
+use crate::bench::{Measured, measure, mib, write_layout};
 use crate::data::XorShift;
 use crate::link_proxy::LinkProxy;
 use crate::registry::LocalRegistry;
 use crate::tarw::{BLOCK, write_streamed_file};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Instant;
 
 struct Options {
     work: PathBuf,
@@ -192,103 +191,6 @@ fn write_layer(path: &Path, total: u64, seed: u64) -> io::Result<u64> {
     Ok(written)
 }
 
-fn sha256_hex(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The image as an OCI layout (layers hard-linked); returns the layer digests and sizes.
-fn write_layout(dir: &Path, layers: &[PathBuf]) -> io::Result<Vec<(String, u64)>> {
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs)?;
-    let mut descs = Vec::new();
-    for l in layers {
-        let hex = sha256_hex(l)?;
-        let target = blobs.join(&hex);
-        if !target.exists() && fs::hard_link(l, &target).is_err() {
-            fs::copy(l, &target)?;
-        }
-        descs.push((format!("sha256:{hex}"), fs::metadata(l)?.len()));
-    }
-    let put = |bytes: &[u8]| -> io::Result<String> {
-        let hex: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        fs::write(blobs.join(&hex), bytes)?;
-        Ok(format!("sha256:{hex}"))
-    };
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = put(config)?;
-    let layer_json: Vec<String> = descs
-        .iter()
-        .map(|(d, s)| {
-            format!(
-                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{s}}}"#
-            )
-        })
-        .collect();
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
-        config.len(),
-        layer_json.join(",")
-    );
-    let manifest_digest = put(manifest.as_bytes())?;
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    fs::write(
-        dir.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{}}}]}}"#,
-            manifest.len()
-        ),
-    )?;
-    Ok(descs)
-}
-
-struct Measured {
-    seconds: f64,
-    max_rss_kib: i64,
-}
-
-/// Runs a child to completion; wall time and peak RSS from `wait4`.
-fn measure(cmd: &mut Command) -> io::Result<Measured> {
-    let started = Instant::now();
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut stderr = child.stderr.expect("piped");
-    let mut err = String::new();
-    stderr.read_to_string(&mut err)?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let seconds = started.elapsed().as_secs_f64();
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(io::Error::other(format!("{cmd:?} failed: {}", err.trim())));
-    }
-    Ok(Measured {
-        seconds,
-        max_rss_kib: usage.ru_maxrss,
-    })
-}
-
-fn mib(kib: i64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
 fn load() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -332,7 +234,7 @@ fn run(o: &Options) -> io::Result<()> {
     }
     let layout = o.work.join(format!("layout-{}x{per_layer}", o.layers));
     let _ = fs::remove_dir_all(&layout);
-    let descs = write_layout(&layout, &layers)?;
+    let descs = write_layout(&layout, &layers, None)?;
     let compressed: u64 = descs.iter().map(|(_, s)| s).sum();
 
     let registry = LocalRegistry::start()?;
@@ -452,6 +354,7 @@ fn run(o: &Options) -> io::Result<()> {
                 .max_rss_kib
                 .max(convert.max_rss_kib)
                 .max(push.max_rss_kib),
+            stdout: String::new(),
         };
         upstream_steps = vec![
             ("    crane pull --format oci", pull),

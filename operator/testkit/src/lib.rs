@@ -11,6 +11,7 @@
 //! - [`link_proxy`]: a TCP proxy paced like a network link of a given speed (benchmarks).
 //! - [`registry`]: a real local registry (Debian's `docker-registry`) and a small client for it.
 
+pub mod bench;
 pub mod bench_registry;
 pub mod compress;
 pub mod corpus;

@@ -17,14 +17,13 @@
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
-use sha2::{Digest, Sha256};
+use soci_testkit::bench::{Measured, measure, write_layout};
 use soci_testkit::data::XorShift;
 use soci_testkit::tarw::{BLOCK, write_streamed_file};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -188,98 +187,6 @@ fn program_bytes() -> Vec<u8> {
     v
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// An OCI layout holding one single-layer image, for the `convert` contenders.
-fn write_layout(dir: &Path, layer: &Path) -> io::Result<()> {
-    if dir.join("index.json").exists() {
-        return Ok(());
-    }
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs)?;
-    let layer_hex = sha256_file(layer)?;
-    let layer_size = fs::metadata(layer)?.len();
-    if fs::hard_link(layer, blobs.join(&layer_hex)).is_err() {
-        fs::copy(layer, blobs.join(&layer_hex))?;
-    }
-    let put = |bytes: &[u8]| -> io::Result<String> {
-        let hex: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        fs::write(blobs.join(&hex), bytes)?;
-        Ok(hex)
-    };
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_hex = put(config)?;
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{layer_hex}","size":{layer_size}}}]}}"#,
-        config.len()
-    );
-    let manifest_hex = put(manifest.as_bytes())?;
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    fs::write(
-        dir.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_hex}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"bench"}}}}]}}"#,
-            manifest.len()
-        ),
-    )?;
-    Ok(())
-}
-
-struct Measured {
-    seconds: f64,
-    max_rss_kib: i64,
-    stdout: String,
-}
-
-/// Runs a child to completion; peak RSS from `wait4`.
-fn measure(cmd: &mut Command) -> io::Result<Measured> {
-    let started = Instant::now();
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.expect("piped");
-    let mut stderr = child.stderr.expect("piped");
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let mut out = String::new();
-    stdout.read_to_string(&mut out)?;
-    let err = err_thread.join().unwrap_or_default();
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let seconds = started.elapsed().as_secs_f64();
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(io::Error::other(format!("{cmd:?} failed: {}", err.trim())));
-    }
-    Ok(Measured {
-        seconds,
-        max_rss_kib: usage.ru_maxrss,
-        stdout: out,
-    })
-}
-
 fn our_binary() -> PathBuf {
     if let Ok(p) = std::env::var("SOCI_OPERATOR_BIN") {
         return PathBuf::from(p);
@@ -339,7 +246,9 @@ fn run(args: &[String]) -> io::Result<()> {
             )?;
         }
         let layout = o.work.join(format!("{name}-{bytes}-layout"));
-        write_layout(&layout, &layer)?;
+        if !layout.join("index.json").exists() {
+            write_layout(&layout, std::slice::from_ref(&layer), Some("bench"))?;
+        }
         let compressed = fs::metadata(&layer)?.len();
         println!("\n== {name}: {} MiB compressed", compressed >> 20);
 
