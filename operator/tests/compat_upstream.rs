@@ -17,21 +17,18 @@
 //! * `SOCI_COMPAT_JOBS=N`: cases run in parallel (default: available CPUs).
 //! * `SOCI_TESTKIT_KEEP=1`: keep the temporary directories (paths are in the report).
 
+mod common;
+
+use common::say;
 use soci_testkit::oracle::{ours_convert, upstream_convert};
 use soci_testkit::{
     CorpusCase, Expect, Scale, TempDir, check_sync_flush_divergence, compare_layouts, corpus,
     upstream_soci,
 };
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-
-/// Printed past libtest's output capture, so it shows up in a plain `cargo test` run.
-fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
 
 fn run_case(soci: &Path, ours: &Path, case: &CorpusCase) -> Result<String, String> {
     let tmp = TempDir::new(&format!("soci-compat-{}", case.name))

@@ -13,44 +13,19 @@
 //! `SKIPPED` and pass, unless `SOCI_REGISTRY_REQUIRED=1`. The corpus test also needs upstream
 //! `soci` (`SOCI_BIN`, see `compat_upstream.rs`; skipped unless `SOCI_COMPAT_REQUIRED=1`).
 
+mod common;
+
+use common::{describe, run_ours, say};
 use serde_json::Value;
 use soci_testkit::oracle::{TempDir, upstream_convert};
 use soci_testkit::registry::{LocalRegistry, RegistryHttp, registry_or_skip, write_layout};
 use soci_testkit::{
     CorpusCase, Expect, Scale, check_sync_flush_divergence, compare_layouts, corpus, upstream_soci,
 };
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn say(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-fn ours() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_soci-operator"))
-}
-
-fn run_ours(args: &[&str]) -> Output {
-    Command::new(ours())
-        .args(args)
-        .env("TZ", "UTC")
-        .env("DOCKER_CONFIG", "/nonexistent-soci-test-docker-config")
-        .output()
-        .expect("run soci-operator")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The digest of the image index an upstream output layout holds.
 fn top_digest(layout: &Path) -> String {

@@ -11,31 +11,16 @@
 //! Skips without docker-registry (unless `SOCI_REGISTRY_REQUIRED=1`) and without skopeo or crane
 //! (unless `SOCI_COMPAT_REQUIRED=1`).
 
+mod common;
+
+use common::{describe, run_ours};
 use serde_json::Value;
 use soci_format::oci::{self, Index, sha256_digest};
 use soci_testkit::oracle::TempDir;
 use soci_testkit::registry::{LocalRegistry, registry_or_skip};
 use soci_testkit::{Scale, corpus, upstream_soci};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn run_ours(args: &[&str]) -> Output {
-    Command::new(PathBuf::from(env!("CARGO_BIN_EXE_soci-operator")))
-        .args(args)
-        .env("TZ", "UTC")
-        .env("DOCKER_CONFIG", "/nonexistent-soci-test-docker-config")
-        .output()
-        .expect("run soci-operator")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use std::process::Command;
 
 fn tool_or_skip(test: &str, name: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
     if let Some(p) = candidates.iter().find(|p| p.is_file()) {

@@ -8,31 +8,14 @@
 //! was lost, and then the tag must name a valid image. `verify --deep` through the proxy may give up (exit 3) but never reports a
 //! problem that is not there.
 
+mod common;
+
+use common::{describe, run_ours};
 use soci_testkit::fault_proxy::{FaultConfig, FaultProxy};
 use soci_testkit::oracle::TempDir;
 use soci_testkit::registry::{LocalRegistry, registry_or_skip};
 use soci_testkit::{Scale, corpus};
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::Instant;
-
-fn run_ours(args: &[&str]) -> Output {
-    Command::new(PathBuf::from(env!("CARGO_BIN_EXE_soci-operator")))
-        .args(args)
-        .env("TZ", "UTC")
-        .env("DOCKER_CONFIG", "/nonexistent-soci-test-docker-config")
-        .output()
-        .expect("run soci-operator")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 struct Outcome {
     succeeded: bool,

@@ -8,35 +8,15 @@
 //! Skips without the registry binary unless `SOCI_REGISTRY_REQUIRED=1`; the upstream parts skip
 //! without upstream `soci` unless `SOCI_COMPAT_REQUIRED=1`.
 
+mod common;
+
+use common::{describe, run_ours};
 use serde_json::Value;
 use soci_format::oci::{self, Manifest, sha256_digest};
 use soci_testkit::oracle::{TempDir, upstream_convert};
 use soci_testkit::registry::{LocalRegistry, RegistryHttp, registry_or_skip, write_layout};
 use soci_testkit::{CorpusCase, Scale, corpus, upstream_soci};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ours() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_soci-operator"))
-}
-
-fn run_ours(args: &[&str]) -> Output {
-    Command::new(ours())
-        .args(args)
-        .env("TZ", "UTC")
-        .env("DOCKER_CONFIG", "/nonexistent-soci-test-docker-config")
-        .output()
-        .expect("run soci-operator")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn case(name: &str) -> CorpusCase {
     corpus(Scale::Quick)
