@@ -2,6 +2,7 @@
 //! same conversion as `convert`) and writes a short JSON result to its termination message,
 //! which the controller reads; exits with the `convert` exit codes.
 
+use super::IndexVersionArg;
 use super::registry_args::RegistryArgs;
 use crate::controller::plan::reason;
 use crate::controller::registry_check::failure_of;
@@ -11,16 +12,10 @@ use crate::exit::UsageError;
 use crate::image::registry_io::{RegistrySink, RegistrySource};
 use crate::registry::RegistryRef;
 use anyhow::Result;
-use clap::{Args, ValueEnum};
-use soci_format::convert::{ConvertError, IndexVersion, PlatformSelection};
+use clap::Args;
+use soci_format::convert::{ConvertError, PlatformSelection};
 use soci_format::layer_indexer::IndexerLimits;
 use std::path::PathBuf;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum IndexVersionArg {
-    V1,
-    V2,
-}
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -114,10 +109,7 @@ fn build(args: &BuildArgs) -> Result<WorkerResult> {
         },
         span_size: args.span_size,
         min_layer_size: args.min_layer_size,
-        index_version: match args.index_version {
-            IndexVersionArg::V1 => IndexVersion::V1,
-            IndexVersionArg::V2 => IndexVersion::V2,
-        },
+        index_version: args.index_version.into(),
         jobs: args.jobs.max(1),
         limits: IndexerLimits::default(),
         optimize_xattrs: false,

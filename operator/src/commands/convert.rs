@@ -2,6 +2,7 @@
 //! `soci convert --standalone`, with byte-identical output; each side is an OCI image layout
 //! (`oci:DIR[:REF]`) or a registry reference.
 
+use super::IndexVersionArg;
 use super::registry_args::RegistryArgs;
 use crate::conversion::{ConvertReport, ConvertSettings, PlanReport, convert, plan, plan_report};
 use crate::exit::UsageError;
@@ -11,15 +12,9 @@ use crate::image::{ImageRef, ImageSource};
 use crate::registry::RegistryClient;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use soci_format::convert::{IndexVersion, PlatformSelection};
+use soci_format::convert::PlatformSelection;
 use soci_format::layer_indexer::IndexerLimits;
 use std::sync::Arc;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum IndexVersionArg {
-    V1,
-    V2,
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Optimization {
@@ -112,10 +107,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         platforms,
         span_size: args.span_size,
         min_layer_size: args.min_layer_size,
-        index_version: match args.index_version {
-            IndexVersionArg::V1 => IndexVersion::V1,
-            IndexVersionArg::V2 => IndexVersion::V2,
-        },
+        index_version: args.index_version.into(),
         jobs: args.jobs.max(1),
         limits: IndexerLimits {
             max_entries: args.max_entries,

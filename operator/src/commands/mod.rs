@@ -9,6 +9,22 @@ pub mod run;
 pub mod verify;
 pub mod ztoc;
 
+/// `--index-version`, as `convert` and `build` take it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum IndexVersionArg {
+    V1,
+    V2,
+}
+
+impl From<IndexVersionArg> for soci_format::convert::IndexVersion {
+    fn from(v: IndexVersionArg) -> Self {
+        match v {
+            IndexVersionArg::V1 => Self::V1,
+            IndexVersionArg::V2 => Self::V2,
+        }
+    }
+}
+
 /// The async runtime of the commands that do I/O. Multi-threaded: layer reads and registry
 /// requests run on it while indexing runs on blocking threads.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -234,18 +234,24 @@ impl RegistrySink {
     }
 }
 
+impl RegistrySink {
+    /// Whether the destination repository already has the blob (a HEAD).
+    async fn has(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(self
+            .client
+            .blob_size(&self.reference, &desc.digest)
+            .await?
+            .is_some())
+    }
+}
+
 impl ImageSink for RegistrySink {
     fn describe(&self) -> String {
         self.reference.to_string()
     }
 
     async fn put_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<PutOutcome> {
-        if self
-            .client
-            .blob_size(&self.reference, &desc.digest)
-            .await?
-            .is_some()
-        {
+        if self.has(desc).await? {
             return Ok(PutOutcome::Present);
         }
         let n = self
@@ -259,12 +265,7 @@ impl ImageSink for RegistrySink {
     }
 
     async fn copy_blob<S: ImageSource>(&self, source: &S, desc: &Descriptor) -> Result<PutOutcome> {
-        if self
-            .client
-            .blob_size(&self.reference, &desc.digest)
-            .await?
-            .is_some()
-        {
+        if self.has(desc).await? {
             return Ok(PutOutcome::Present);
         }
         if let Some(from) = source.registry_repository()
