@@ -4,13 +4,14 @@
 use super::registry_args::RegistryArgs;
 use crate::controller::runtime::{LeaderOptions, RunOptions, identity};
 use crate::controller::worker::{WorkerOptions, WorkerPodConfig};
-use crate::controller::{Context, Metrics, plan, slots};
+use crate::controller::{self, Context, Metrics, plan, slots};
 use crate::exit::UsageError;
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -35,6 +36,10 @@ pub struct RunArgs {
     /// [default: 1h].
     #[arg(long, value_name = "DURATION")]
     default_interval: Option<String>,
+    /// How often an image that is settled (verified, nothing moved) gets the full check of its
+    /// target (manifests, SOCI index, zTOCs) instead of one HEAD per tag; 0: every interval.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    full_check_interval: String,
     /// Worker Jobs running at once, over every watched namespace (0: no cap).
     #[arg(long, default_value_t = 4, value_name = "N")]
     max_concurrent_jobs: usize,
@@ -71,6 +76,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         None => WorkerPodConfig::default(),
     };
+    let full_check_interval = plan::parse_duration(&args.full_check_interval)
+        .or_else(|| (args.full_check_interval == "0").then_some(Duration::ZERO))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--full-check-interval {:?}: expected a duration like 30m or 24h, or 0",
+                args.full_check_interval
+            ))
+        })?;
     let default_interval = match &args.default_interval {
         None => plan::DEFAULT_INTERVAL,
         Some(text) => plan::parse_duration(text)
@@ -121,6 +134,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             worker,
             metrics: Metrics::new()?,
             default_interval,
+            full_checks: controller::FullChecks::new(full_check_interval),
             jobs: slots::JobTracker::new(args.max_concurrent_jobs, args.max_jobs_per_registry),
             stats: Default::default(),
             recorder,

@@ -706,4 +706,4 @@ mod tests;
 
 #[cfg(test)]
 #[path = "cleanup_registry_tests.rs"]
-mod registry_tests;
+pub(crate) mod registry_tests;

@@ -18,7 +18,7 @@ use soci_testkit::registry::{LocalRegistry, PulledImage, RegistryHttp, registry_
 use soci_testkit::{Scale, corpus};
 use std::sync::Arc;
 
-fn client() -> Arc<RegistryClient> {
+pub(crate) fn client() -> Arc<RegistryClient> {
     Arc::new(
         RegistryClient::new(RegistryOptions {
             credentials: CredentialStore::default(),
@@ -30,14 +30,14 @@ fn client() -> Arc<RegistryClient> {
     )
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap()
 }
 
-fn push_case(http: &RegistryHttp, name: &str, repo: &str, tag: &str) {
+pub(crate) fn push_case(http: &RegistryHttp, name: &str, repo: &str, tag: &str) {
     let tmp = TempDir::new("soci-cleanup-case").unwrap();
     let case = corpus(Scale::Quick)
         .into_iter()
@@ -50,7 +50,7 @@ fn push_case(http: &RegistryHttp, name: &str, repo: &str, tag: &str) {
 
 /// Converts `source` to `target` as a worker would, then records the image's status as the
 /// controller would after verifying the binding.
-async fn convert_and_record(
+pub(crate) async fn convert_and_record(
     client: &Arc<RegistryClient>,
     source: &str,
     target_spec: Option<&TargetSpec>,

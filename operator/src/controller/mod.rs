@@ -29,7 +29,7 @@ use prometheus::{
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use worker::{OWNER_UID_LABEL, WorkerOptions};
+use worker::WorkerOptions;
 
 pub const FIELD_MANAGER: &str = "soci-operator";
 /// How soon a reconcile that failed on the Kubernetes API is tried again.
@@ -139,6 +139,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// `--default-interval`.
     pub default_interval: Duration,
+    /// When each settled image last had the full check (`--full-check-interval`).
+    pub full_checks: FullChecks,
     pub jobs: slots::JobTracker,
     /// Per-object gauge contributions and the last planned status (for Events).
     pub stats: Mutex<transitions::ObjectStats>,
@@ -187,6 +189,48 @@ impl Context {
     }
 }
 
+/// When each image (`uid`, image name) last had the full target check. A settled image takes the
+/// cheap path (one HEAD per tag) until its full check is `every` old; an image first seen by
+/// this process counts as checked now, so a restart does not re-verify the whole cluster at once
+/// (the status records the last verification).
+pub struct FullChecks {
+    every: Duration,
+    last: Mutex<std::collections::HashMap<(String, String), Instant>>,
+}
+
+impl FullChecks {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::default(),
+        }
+    }
+
+    /// Whether the image is due for the full check (and, if not, it takes the cheap path).
+    pub fn due(&self, uid: &str, image: &str, now: Instant) -> bool {
+        if self.every.is_zero() {
+            return true;
+        }
+        let mut last = self.last.lock().unwrap();
+        let at = *last
+            .entry((uid.to_string(), image.to_string()))
+            .or_insert(now);
+        now.duration_since(at) >= self.every
+    }
+
+    pub fn checked(&self, uid: &str, image: &str, now: Instant) {
+        self.last
+            .lock()
+            .unwrap()
+            .insert((uid.to_string(), image.to_string()), now);
+    }
+
+    /// Forgets a deleted object.
+    pub fn forget(&self, uid: &str) {
+        self.last.lock().unwrap().retain(|(u, _), _| u != uid);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{0:#}")]
 pub struct ReconcileError(anyhow::Error);
@@ -205,6 +249,9 @@ async fn reconcile(object: Arc<SociIndex>, ctx: Arc<Context>) -> Result<Action, 
     let started = Instant::now();
     if object.metadata.deletion_timestamp.is_some() {
         ctx.record_status(&object_key(&object), None);
+        if let Some(uid) = &object.metadata.uid {
+            ctx.full_checks.forget(uid);
+        }
     }
     let result = reconcile_inner(&object, &ctx).await;
     let label = if result.is_ok() { "ok" } else { "error" };
@@ -259,7 +306,31 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
             spec.credentials.as_ref(),
         )
         .await;
+        let reconcile_request = object
+            .annotations()
+            .get(RECONCILE_REQUEST_ANNOTATION)
+            .map(String::as_str);
+        let previous = object.status.clone().unwrap_or_default();
+        // The status was written for this very spec: its verified images may take the cheap path.
+        let same_spec = previous.observed_generation == generation
+            && (reconcile_request.is_none()
+                || reconcile_request == previous.last_handled_reconcile_at.as_deref());
         for image in &spec.images {
+            if let Ok(client) = &registry
+                && same_spec
+                && let Some(before) = previous.images.iter().find(|s| s.name == image.name)
+                && let Some(settled) = registry_check::settled_image(
+                    &image.name,
+                    &image.image,
+                    spec.target.as_ref(),
+                    before,
+                )
+                && !ctx.full_checks.due(&uid, &image.name, Instant::now())
+                && let Some(observation) = registry_check::recheck_settled(client, &settled).await
+            {
+                images.push(observation);
+                continue;
+            }
             let resolved = match &registry {
                 Ok(client) => {
                     registry_check::resolve(client, &image.image, spec.target.as_ref(), &image.name)
@@ -273,6 +344,9 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
                 }
                 _ => None,
             };
+            if let Some(Ok(plan::TargetCheck::Bound { .. })) = &target {
+                ctx.full_checks.checked(&uid, &image.name, Instant::now());
+            }
             images.push(ImageObservation {
                 name: image.name.clone(),
                 resolved,
@@ -281,12 +355,11 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         }
     }
 
-    let owned = jobs_api
-        .list(&ListParams::default().labels(&format!("{OWNER_UID_LABEL}={uid}")))
-        .await
-        .context("listing worker Jobs")?;
+    // The caps need every Job listed (right after a restart too), and the Jobs come from the
+    // same watch.
+    ctx.jobs.wait_ready().await;
     let mut jobs = Vec::new();
-    for job in &owned.items {
+    for job in ctx.jobs.owned(&namespace, &uid) {
         let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0) > 0;
         let pods = if failed {
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -300,15 +373,13 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         } else {
             vec![]
         };
-        jobs.extend(worker::observe_job(job, &pods));
+        jobs.extend(worker::observe_job(&job, &pods));
     }
 
     let reconcile_request = object
         .annotations()
         .get(RECONCILE_REQUEST_ANNOTATION)
         .map(String::as_str);
-    // The caps need every Job listed (right after a restart too).
-    ctx.jobs.wait_ready().await;
     // Held until the Jobs are created: the slots counted here are the ones taken.
     let slots = ctx.jobs.lock.lock().await;
     let planned = plan::plan(PlanInput {
@@ -322,6 +393,7 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         now: Timestamp::now(),
         default_interval: ctx.default_interval,
         capacity: ctx.jobs.capacity(),
+        builds_elsewhere: ctx.jobs.builds_elsewhere(&uid),
     });
 
     for job_name in &planned.delete {

@@ -177,6 +177,9 @@ pub struct PlanInput<'a> {
     pub default_interval: Duration,
     /// The worker Job slots free now (`--max-concurrent-jobs`, `--max-jobs-per-registry`).
     pub capacity: Capacity,
+    /// Running Jobs of other objects, by [`build_key`] → `namespace/name`: a build already
+    /// running for another SociIndex is waited for, not started twice.
+    pub builds_elsewhere: BTreeMap<String, String>,
 }
 
 /// The Job caps and the worker Jobs active now across every watched namespace. `None`: no cap.
@@ -258,6 +261,22 @@ pub fn job_name(
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("soci-build-{hex}")
+}
+
+/// What a build produces, whoever asks for it: the same source digest into the same target tag
+/// with the same settings gives the same bytes, so one Job serves every SociIndex that wants it.
+pub fn build_key(source_digest: &str, target: &str, settings: &BuildSettings) -> String {
+    let mut h = Sha256::new();
+    for part in [source_digest, target] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(format!("{settings:?}").as_bytes());
+    h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The target tag reference for a source reference, per `spec.target`.
@@ -847,6 +866,28 @@ fn plan_image(
             {
                 let lazy = lazy.clone();
                 return outcome(status, Standing::Stalled, lazy, None, obsolete, None);
+            }
+            let key = build_key(&resolved.digest, &resolved.target, settings);
+            if let Some(other) = input.builds_elsewhere.get(&key) {
+                // Another SociIndex's Job is building these very bytes: its result is checked
+                // here like any other target once it is done.
+                let lazy = Condition::new(
+                    LAZY_LOAD_READY,
+                    ConditionStatus::Unknown,
+                    reason::BUILDING,
+                    format!(
+                        "Job {other} (another SociIndex) is building {} from the same source",
+                        resolved.target
+                    ),
+                );
+                return outcome(
+                    status,
+                    Standing::InProgress,
+                    lazy,
+                    None,
+                    obsolete,
+                    Some(QUEUED_RECHECK),
+                );
             }
             if let Err(why) = capacity.take(&registry_host(&resolved.source)) {
                 // No Job now; the same build is planned again once a slot is free.

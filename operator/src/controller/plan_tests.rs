@@ -89,6 +89,7 @@ struct Run<'a> {
     now: Timestamp,
     default_interval: Duration,
     capacity: Capacity,
+    builds_elsewhere: BTreeMap<String, String>,
 }
 
 impl<'a> Run<'a> {
@@ -103,6 +104,7 @@ impl<'a> Run<'a> {
             now: t(0),
             default_interval: DEFAULT_INTERVAL,
             capacity: Capacity::default(),
+            builds_elsewhere: BTreeMap::new(),
         }
     }
 
@@ -118,6 +120,7 @@ impl<'a> Run<'a> {
             now: self.now,
             default_interval: self.default_interval,
             capacity: self.capacity,
+            builds_elsewhere: self.builds_elsewhere,
         });
         // Never a hot loop: whatever happens, the next look is at least a second away.
         if let Some(r) = p.requeue_after {
@@ -950,4 +953,51 @@ fn an_in_place_tag_resolving_to_our_target_keeps_the_original_source_digest() {
         run.plan().status.images[0].source_digest.as_deref(),
         Some(DIGEST_B)
     );
+}
+
+#[test]
+fn a_build_running_for_another_object_is_waited_for_not_started_twice() {
+    let s = spec(&["app"]);
+    let settings = BuildSettings::from_spec(&s);
+    let key = build_key(DIGEST_A, TARGET, &settings);
+    let mut run = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+    run.builds_elsewhere = [(key.clone(), "other-ns/soci-build-1234".to_string())].into();
+    let p = run.plan();
+    assert!(p.create.is_empty(), "{:?}", p.create);
+    assert_eq!(
+        lazy(&p, 0),
+        (ConditionStatus::Unknown, reason::BUILDING.into())
+    );
+    let message = &cond(&p.status.images[0].conditions, LAZY_LOAD_READY)
+        .unwrap()
+        .message;
+    assert!(message.contains("other-ns/soci-build-1234"), "{message}");
+    assert_eq!(p.requeue_after, Some(QUEUED_RECHECK));
+    assert_eq!(p.queued, 0);
+
+    // Another source digest, target or setting is another build: it starts here.
+    for other in [
+        build_key(DIGEST_B, TARGET, &settings),
+        build_key(DIGEST_A, "127.0.0.1:5000/app:v1-other", &settings),
+        build_key(
+            DIGEST_A,
+            TARGET,
+            &BuildSettings {
+                span_size: 1 << 20,
+                ..settings.clone()
+            },
+        ),
+    ] {
+        assert_ne!(other, key);
+        let mut run = Run::new(&s, vec![seen("app", DIGEST_A, TargetCheck::Missing)]);
+        run.builds_elsewhere = [(other, "other-ns/soci-build-1234".to_string())].into();
+        assert_eq!(run.plan().create.len(), 1);
+    }
+
+    // Once the other build has bound the target, this object is ready without a Job of its own.
+    let mut run = Run::new(&s, vec![seen("app", DIGEST_A, bound())]);
+    run.builds_elsewhere = [(key, "other-ns/soci-build-1234".to_string())].into();
+    let p = run.plan();
+    assert!(p.create.is_empty());
+    assert_eq!(top(&p, READY), is(ConditionStatus::True, reason::VERIFIED));
 }

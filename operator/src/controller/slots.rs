@@ -4,11 +4,12 @@
 //! restart) plus the Jobs this process created that the watch has not shown yet.
 
 use super::plan::{Capacity, registry_host};
-use super::worker::SOURCE_ANNOTATION;
+use super::worker::{BUILD_KEY_LABEL, OWNER_UID_LABEL, SOURCE_ANNOTATION};
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -95,6 +96,22 @@ pub fn capacity<'a>(
     c
 }
 
+/// Running Jobs not owned by `uid`, by build key → `namespace/name`.
+pub fn builds_elsewhere<'a>(
+    jobs: impl Iterator<Item = &'a Job>,
+    uid: &str,
+) -> BTreeMap<String, String> {
+    jobs.filter(|job| {
+        is_active(job) && job.labels().get(OWNER_UID_LABEL).map(String::as_str) != Some(uid)
+    })
+    .filter_map(|job| {
+        let key = job.labels().get(BUILD_KEY_LABEL)?;
+        let at = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
+        Some((key.clone(), at))
+    })
+    .collect()
+}
+
 pub struct JobTracker {
     stores: RwLock<Vec<Store<Job>>>,
     pending: Mutex<HashMap<(String, String), (String, Instant)>>,
@@ -159,6 +176,24 @@ impl JobTracker {
             self.max_total,
             self.max_per_registry,
         )
+    }
+
+    /// The worker Jobs of one SociIndex, from the watch (no API request per reconcile).
+    pub fn owned(&self, namespace: &str, uid: &str) -> Vec<Arc<Job>> {
+        self.stores()
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|job| {
+                job.namespace().as_deref() == Some(namespace)
+                    && job.labels().get(OWNER_UID_LABEL).map(String::as_str) == Some(uid)
+            })
+            .collect()
+    }
+
+    /// Running builds of other SociIndexes, in every watched namespace.
+    pub fn builds_elsewhere(&self, uid: &str) -> BTreeMap<String, String> {
+        let jobs: Vec<_> = self.stores().iter().flat_map(|s| s.state()).collect();
+        builds_elsewhere(jobs.iter().map(|j| j.as_ref()), uid)
     }
 
     /// Owned worker Jobs by phase (for the `soci_operator_jobs` gauge).
@@ -241,6 +276,31 @@ mod tests {
         assert_eq!((c.max_total, c.max_per_registry), (Some(4), Some(2)));
         assert_eq!(phase(&jobs[1]), JobPhase::Succeeded);
         assert_eq!(phase(&jobs[2]), JobPhase::Failed);
+    }
+
+    #[test]
+    fn builds_of_other_objects_are_found_by_key_while_they_run() {
+        let labelled = |name: &str, owner: &str, key: &str, condition: Option<&str>| {
+            let mut j = job(name, "reg/x@sha256:1", condition, false);
+            j.metadata.labels = Some(
+                [
+                    (OWNER_UID_LABEL.to_string(), owner.to_string()),
+                    (BUILD_KEY_LABEL.to_string(), key.to_string()),
+                ]
+                .into(),
+            );
+            j
+        };
+        let jobs = [
+            labelled("mine", "uid-a", "k1", None),
+            labelled("theirs", "uid-b", "k2", None),
+            labelled("theirs-done", "uid-b", "k3", Some("Complete")),
+            job("unlabelled", "reg/x@sha256:1", None, false),
+        ];
+        let found = builds_elsewhere(jobs.iter(), "uid-a");
+        assert_eq!(found, [("k2".to_string(), "ns/theirs".to_string())].into());
+        let found = builds_elsewhere(jobs.iter(), "uid-b");
+        assert_eq!(found, [("k1".to_string(), "ns/mine".to_string())].into());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "soci-operator";
 pub const OWNER_UID_LABEL: &str = "soci.dev/owner-uid";
 pub const IMAGE_LABEL: &str = "soci.dev/image";
+/// [`super::plan::build_key`]: Jobs of other SociIndexes building the same bytes are found by it.
+pub const BUILD_KEY_LABEL: &str = "soci.dev/build-key";
 pub const SOURCE_ANNOTATION: &str = "soci.dev/source";
 pub const TARGET_ANNOTATION: &str = "soci.dev/target";
 pub const DEFAULT_DEADLINE_SECONDS: i64 = 1800;
@@ -170,6 +172,10 @@ pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOpti
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     labels.insert(OWNER_UID_LABEL.into(), uid);
     labels.insert(IMAGE_LABEL.into(), request.image_name.clone());
+    labels.insert(
+        BUILD_KEY_LABEL.into(),
+        super::plan::build_key(&request.source_digest, &request.target, &request.settings),
+    );
     let mut annotations = BTreeMap::new();
     annotations.insert(SOURCE_ANNOTATION.into(), request.source.clone());
     annotations.insert(TARGET_ANNOTATION.into(), request.target.clone());
@@ -439,6 +445,7 @@ mod tests {
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels[OWNER_UID_LABEL], "uid-1");
         assert_eq!(labels[IMAGE_LABEL], "web");
+        assert_eq!(labels[BUILD_KEY_LABEL].len(), 24);
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(600));
         assert_eq!(spec.backoff_limit, Some(DEFAULT_BACKOFF_LIMIT));

@@ -92,6 +92,42 @@ impl RegistryClient {
         .await
     }
 
+    /// The digest a tag (or digest) points to now, with one HEAD: `None` when there is no such
+    /// manifest. A registry that leaves out `Docker-Content-Digest` costs a GET instead.
+    pub async fn manifest_digest(
+        &self,
+        repo: &RegistryRef,
+        reference: &str,
+    ) -> RegistryResult<Option<String>> {
+        let what = format!("HEAD manifest {}", repo.with_reference(reference));
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let advertised = self
+            .retrying(|| async {
+                let response = self
+                    .send(&what, repo, Access::Pull, |c| {
+                        c.head(&url).header(ACCEPT, MANIFEST_ACCEPT)
+                    })
+                    .await?;
+                match response.status().as_u16() {
+                    200 => Ok(Some(
+                        header_text(&response, DIGEST_HEADER)
+                            .filter(|d| d.starts_with("sha256:") && d.len() == 71),
+                    )),
+                    404 => Ok(None),
+                    _ => expect_status(&what, response, &[]).await.map(|_| None),
+                }
+            })
+            .await?;
+        match advertised {
+            None => Ok(None),
+            Some(Some(digest)) => Ok(Some(digest)),
+            Some(None) => Ok(self
+                .get_manifest(repo, reference)
+                .await?
+                .map(|found| found.digest)),
+        }
+    }
+
     /// PUT exactly `bytes` under `reference` (a tag or the bytes' digest).
     pub async fn put_manifest(
         &self,
