@@ -10,10 +10,14 @@
 //! references.
 
 use super::Context;
+use super::plan::rfc3339;
 use super::plan::{FailureClass, backoff};
 use super::registry_check::failure_of;
 use super::worker::OWNER_UID_LABEL;
-use crate::api::{DeletionPolicy, SociIndex, SociIndexSpec, SociIndexStatus};
+use crate::api::condition::{self, RECONCILING, STALLED};
+use crate::api::{
+    Condition, ConditionStatus, DeletionPolicy, SociIndex, SociIndexSpec, SociIndexStatus,
+};
 use crate::registry::error::PermanentCause;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::Context as _;
@@ -586,6 +590,47 @@ static FAILURES: LazyLock<Mutex<HashMap<String, u32>>> = LazyLock::new(Default::
 
 /// The deletion branch of reconcile: with our finalizer and the `Delete` policy, stop the
 /// builds, remove what we pushed, then release the object.
+/// The status while a cleanup is retried: `Reconciling` says why the object stays (what users
+/// and kstatus read besides the Events); the images stay as they are, still deployable.
+pub fn retrying_status(
+    status: Option<&SociIndexStatus>,
+    generation: Option<i64>,
+    note: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> SociIndexStatus {
+    let mut next = status.cloned().unwrap_or_default();
+    let mut wanted: Vec<Condition> = next
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != RECONCILING && c.type_ != STALLED)
+        .cloned()
+        .collect();
+    let mut message = note.to_string();
+    condition::truncate(&mut message, 1024);
+    wanted.push(Condition::new(
+        RECONCILING,
+        ConditionStatus::True,
+        CLEANUP_RETRYING,
+        message,
+    ));
+    // Same text as before for the same failure: a retry that fails alike writes nothing.
+    if let Some(previous) = condition::find(&next.conditions, RECONCILING)
+        && previous.reason == CLEANUP_RETRYING
+        && strip_wait(&previous.message) == strip_wait(note)
+    {
+        return next;
+    }
+    next.conditions = condition::merge(&next.conditions, wanted, generation, &rfc3339(now));
+    next
+}
+
+pub const CLEANUP_RETRYING: &str = "CleanupRetrying";
+
+/// The note without its "retrying in Ns" part, which grows with the backoff.
+fn strip_wait(note: &str) -> &str {
+    note.split("; retrying in ").next().unwrap_or(note)
+}
+
 pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Action> {
     if !object.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
         return Ok(Action::await_change());
@@ -665,6 +710,16 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
             );
             tracing::warn!(%namespace, %name, "{note}");
             publish(ctx, object, EventType::Warning, "CleanupRetrying", &note).await;
+            let status = retrying_status(
+                object.status.as_ref(),
+                object.metadata.generation,
+                &note,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            let api: Api<SociIndex> = Api::namespaced(ctx.client.clone(), &namespace);
+            if object.status.as_ref() != Some(&status) {
+                super::write_status(&api, &name, &status).await?;
+            }
             Ok(Action::requeue(wait))
         }
         Err(e) => {

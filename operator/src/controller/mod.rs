@@ -482,7 +482,7 @@ fn object_key(object: &SociIndex) -> String {
     )
 }
 
-async fn write_status(
+pub(crate) async fn write_status(
     api: &Api<SociIndex>,
     name: &str,
     status: &SociIndexStatus,
