@@ -47,6 +47,7 @@ pub struct Metrics {
     pub indexed_bytes: IntCounter,
     pub images: IntGaugeVec,
     pub leader: IntGauge,
+    pub image_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -102,6 +103,13 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let image_checks = IntCounterVec::new(
+            Opts::new(
+                "soci_operator_image_checks_total",
+                "Registry checks of an image: settled (one HEAD per tag) or full (manifests, SOCI index, zTOCs)",
+            ),
+            &["kind"],
+        )?;
         let leader = IntGauge::new(
             "soci_operator_leader",
             "1 on the replica that holds the leader Lease (or runs without leader election)",
@@ -116,6 +124,8 @@ impl Metrics {
         registry.register(Box::new(indexed_bytes.clone()))?;
         registry.register(Box::new(images.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(crate::registry::client::REQUESTS.clone()))?;
+        registry.register(Box::new(image_checks.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -128,6 +138,7 @@ impl Metrics {
             indexed_bytes,
             images,
             leader,
+            image_checks,
         })
     }
 }
@@ -328,9 +339,14 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
                 && !ctx.full_checks.due(&uid, &image.name, Instant::now())
                 && let Some(observation) = registry_check::recheck_settled(client, &settled).await
             {
+                ctx.metrics
+                    .image_checks
+                    .with_label_values(&["settled"])
+                    .inc();
                 images.push(observation);
                 continue;
             }
+            ctx.metrics.image_checks.with_label_values(&["full"]).inc();
             let resolved = match &registry {
                 Ok(client) => {
                     registry_check::resolve(client, &image.image, spec.target.as_ref(), &image.name)

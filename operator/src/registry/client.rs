@@ -20,6 +20,21 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+
+/// Registry requests sent, by HTTP method (token handshakes not included); the operator exports
+/// it as `soci_operator_registry_requests_total`.
+pub static REQUESTS: std::sync::LazyLock<prometheus::IntCounterVec> =
+    std::sync::LazyLock::new(|| {
+        prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "soci_operator_registry_requests_total",
+                "Registry requests sent, by method (token handshakes not included)",
+            ),
+            &["method"],
+        )
+        .expect("valid metric")
+    });
+
 /// How hard to try before a transient failure becomes the command's failure (exit code 3).
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -268,8 +283,15 @@ impl RegistryClient {
             if let Some(a) = &auth {
                 request = request.header(AUTHORIZATION, a.clone());
             }
-            let response = request
-                .send()
+            let request = request
+                .build()
+                .map_err(|e| RegistryError::from_reqwest(what, &e))?;
+            REQUESTS
+                .with_label_values(&[request.method().as_str()])
+                .inc();
+            let response = self
+                .http
+                .execute(request)
                 .await
                 .map_err(|e| RegistryError::from_reqwest(what, &e))?;
             let status = response.status().as_u16();
