@@ -434,8 +434,13 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         let job = worker::build_job(object, request, &ctx.worker);
         match jobs_api.create(&PostParams::default(), &job).await {
             Ok(_) => {
-                ctx.jobs
-                    .created(&namespace, &request.job_name, &request.source);
+                ctx.jobs.created(
+                    &namespace,
+                    &request.job_name,
+                    &request.source,
+                    &plan::build_key(&request.source_digest, &request.target, &request.settings),
+                    &uid,
+                );
                 ctx.metrics
                     .jobs_created
                     .with_label_values(&["created"])

@@ -112,9 +112,17 @@ pub fn builds_elsewhere<'a>(
     .collect()
 }
 
+/// A Job this process created that the watch may not show yet.
+struct Pending {
+    registry: String,
+    build_key: String,
+    owner_uid: String,
+    at: Instant,
+}
+
 pub struct JobTracker {
     stores: RwLock<Vec<Store<Job>>>,
-    pending: Mutex<HashMap<(String, String), (String, Instant)>>,
+    pending: Mutex<HashMap<(String, String), Pending>>,
     max_total: Option<usize>,
     max_per_registry: Option<usize>,
     /// Held from reading the capacity to creating the Jobs, so that two reconciles never
@@ -158,18 +166,30 @@ impl JobTracker {
         let _ = rx.wait_for(|n| *n >= want).await;
     }
 
-    pub fn created(&self, namespace: &str, name: &str, source: &str) {
+    pub fn created(
+        &self,
+        namespace: &str,
+        name: &str,
+        source: &str,
+        build_key: &str,
+        owner_uid: &str,
+    ) {
         self.pending.lock().unwrap().insert(
             (namespace.to_string(), name.to_string()),
-            (registry_host(source), Instant::now()),
+            Pending {
+                registry: registry_host(source),
+                build_key: build_key.to_string(),
+                owner_uid: owner_uid.to_string(),
+                at: Instant::now(),
+            },
         );
     }
 
     pub fn capacity(&self) -> Capacity {
         let jobs: Vec<_> = self.stores().iter().flat_map(|s| s.state()).collect();
         let mut pending = self.pending.lock().unwrap();
-        pending.retain(|_, (_, at)| at.elapsed() < PENDING_TTL);
-        let pending: Vec<_> = pending.iter().map(|(k, (r, _))| (k, r)).collect();
+        pending.retain(|_, p| p.at.elapsed() < PENDING_TTL);
+        let pending: Vec<_> = pending.iter().map(|(k, p)| (k, &p.registry)).collect();
         capacity(
             jobs.iter().map(|j| j.as_ref()),
             pending.into_iter(),
@@ -190,10 +210,26 @@ impl JobTracker {
             .collect()
     }
 
-    /// Running builds of other SociIndexes, in every watched namespace.
+    /// Running builds of other SociIndexes, in every watched namespace, including the Jobs just
+    /// created that the watch has not delivered yet (two objects reconciled together must not
+    /// both start the build).
     pub fn builds_elsewhere(&self, uid: &str) -> BTreeMap<String, String> {
         let jobs: Vec<_> = self.stores().iter().flat_map(|s| s.state()).collect();
-        builds_elsewhere(jobs.iter().map(|j| j.as_ref()), uid)
+        let mut found = builds_elsewhere(jobs.iter().map(|j| j.as_ref()), uid);
+        let seen: std::collections::HashSet<_> = jobs
+            .iter()
+            .map(|j| (j.namespace().unwrap_or_default(), j.name_any()))
+            .collect();
+        let mut pending = self.pending.lock().unwrap();
+        pending.retain(|_, p| p.at.elapsed() < PENDING_TTL);
+        for ((namespace, name), p) in pending.iter() {
+            if p.owner_uid != uid && !seen.contains(&(namespace.clone(), name.clone())) {
+                found
+                    .entry(p.build_key.clone())
+                    .or_insert_with(|| format!("{namespace}/{name}"));
+            }
+        }
+        found
     }
 
     /// Owned worker Jobs by phase (for the `soci_operator_jobs` gauge).
@@ -301,6 +337,18 @@ mod tests {
         assert_eq!(found, [("k2".to_string(), "ns/theirs".to_string())].into());
         let found = builds_elsewhere(jobs.iter(), "uid-b");
         assert_eq!(found, [("k1".to_string(), "ns/mine".to_string())].into());
+    }
+
+    #[test]
+    fn a_job_just_created_is_a_build_elsewhere_before_the_watch_shows_it() {
+        let t = JobTracker::new(4, 2);
+        t.created("ns-a", "soci-build-1", "reg/x@sha256:1", "key-1", "uid-a");
+        assert_eq!(
+            t.builds_elsewhere("uid-b"),
+            [("key-1".to_string(), "ns-a/soci-build-1".to_string())].into()
+        );
+        assert!(t.builds_elsewhere("uid-a").is_empty());
+        assert_eq!(t.capacity().active_total, 1);
     }
 
     #[test]
