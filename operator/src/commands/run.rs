@@ -40,6 +40,9 @@ pub struct RunArgs {
     /// target (manifests, SOCI index, zTOCs) instead of one HEAD per tag; 0: every interval.
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     full_check_interval: String,
+    /// SociIndexes reconciled at once, over every watched namespace.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    max_concurrent_reconciles: u32,
     /// Worker Jobs running at once, over every watched namespace (0: no cap).
     #[arg(long, default_value_t = 4, value_name = "N")]
     max_concurrent_jobs: usize,
@@ -135,6 +138,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             metrics: Metrics::new()?,
             default_interval,
             full_checks: controller::FullChecks::new(full_check_interval),
+            reconcile_slots: tokio::sync::Semaphore::new(args.max_concurrent_reconciles as usize),
             jobs: slots::JobTracker::new(args.max_concurrent_jobs, args.max_jobs_per_registry),
             stats: Default::default(),
             recorder,

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-
 /// Registry requests sent, by HTTP method (token handshakes not included); the operator exports
 /// it as `soci_operator_registry_requests_total`.
 pub static REQUESTS: std::sync::LazyLock<prometheus::IntCounterVec> =
