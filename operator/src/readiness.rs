@@ -109,6 +109,18 @@ pub async fn image_entries<S: ImageSource>(source: &S) -> Result<ImageEntries> {
 }
 
 pub async fn inspect<S: ImageSource>(source: &S, min_layer_size: i64) -> Result<ImageReport> {
+    inspect_with(source, min_layer_size, true).await
+}
+
+/// [`inspect`], optionally without looking for v1 SOCI indexes (referrers) of manifests that
+/// carry no v2 annotation: the controller compares a source's layers, and checks a v2 target,
+/// where those look-ups are two wasted requests per manifest on registries without the
+/// referrers API.
+pub async fn inspect_with<S: ImageSource>(
+    source: &S,
+    min_layer_size: i64,
+    find_v1: bool,
+) -> Result<ImageReport> {
     let ImageEntries {
         target,
         manifests: entries,
@@ -116,7 +128,7 @@ pub async fn inspect<S: ImageSource>(source: &S, min_layer_size: i64) -> Result<
     } = image_entries(source).await?;
     let mut platforms = Vec::new();
     for entry in entries {
-        platforms.push(inspect_manifest(source, &entry, min_layer_size).await?);
+        platforms.push(inspect_manifest(source, &entry, min_layer_size, find_v1).await?);
     }
     Ok(ImageReport {
         image: source.describe(),
@@ -131,6 +143,7 @@ async fn inspect_manifest<S: ImageSource>(
     source: &S,
     entry: &Descriptor,
     min_layer_size: i64,
+    find_v1: bool,
 ) -> Result<PlatformReport> {
     let bytes = source
         .read_json(entry)
@@ -162,6 +175,7 @@ async fn inspect_manifest<S: ImageSource>(
         .cloned();
     let found = match annotated {
         Some(digest) => Some((digest, "v2")),
+        None if !find_v1 => None,
         None => source
             .soci_v1_referrers(&entry.digest)
             .await?

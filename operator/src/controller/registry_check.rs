@@ -8,7 +8,7 @@ use super::plan::{
 use crate::api::condition::{self, LAZY_LOAD_READY};
 use crate::api::{ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, TargetSpec};
 use crate::image::registry_io::RegistrySource;
-use crate::readiness::{ImageReport, inspect};
+use crate::readiness::{ImageReport, inspect_with};
 use crate::registry::error::PermanentCause;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use crate::verification::verify_binding;
@@ -84,13 +84,19 @@ pub async fn target_binding(
     let source = RegistryRef::parse(&resolved.source)
         .map_err(|e| Failure::permanent(reason::INVALID_REFERENCE, format!("{e:#}")))?;
     let min = settings.min_layer_size;
-    let source_report = inspect(&RegistrySource::new(client.clone(), source), min)
+    // The source's layers are compared, not its bindings; a v2 target needs no v1 look-up.
+    let source_report = inspect_with(&RegistrySource::new(client.clone(), source), min, false)
         .await
         .map_err(|e| failure_of(&e))?;
     let pinned_target = target.with_reference(&found.digest);
-    let target_report = inspect(&RegistrySource::new(client.clone(), pinned_target), min)
-        .await
-        .map_err(|e| failure_of(&e))?;
+    let find_v1 = settings.index_version == IndexVersion::V1;
+    let target_report = inspect_with(
+        &RegistrySource::new(client.clone(), pinned_target),
+        min,
+        find_v1,
+    )
+    .await
+    .map_err(|e| failure_of(&e))?;
     let binding = match settings.index_version {
         IndexVersion::V2 => "v2",
         IndexVersion::V1 => "v1",

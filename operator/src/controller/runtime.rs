@@ -133,23 +133,32 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
     let mut index_stores = Vec::new();
     let mut index_synced = Vec::new();
     for scope in &scopes {
-        // Our own view of the SociIndexes (readiness, pruning the gauges): the Controller's
-        // store cannot be waited on safely besides the Controller itself.
+        // One store per namespace, shared by the Controller, readiness and the gauge pruning,
+        // holding objects without managedFields (most of an object's memory once its status
+        // lists many images).
         let (reader, writer) = reflector::store();
         let (done, synced) = tokio::sync::oneshot::channel();
-        background.push(tokio::spawn(watch_indexes(
-            api(&ctx.client, *scope),
-            writer,
-            done,
-        )));
-        index_stores.push(reader);
-        index_synced.push(synced);
-        let controller = Controller::new(
+        let mut done = Some(done);
+        let objects = watcher(
             api::<SociIndex>(&ctx.client, *scope),
             watcher::Config::default(),
         )
-        .owns(api::<Job>(&ctx.client, *scope), owned.clone())
-        .graceful_shutdown_on(wait(shutdown.clone()));
+        .default_backoff()
+        .modify(|o: &mut SociIndex| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event
+                && let Some(done) = done.take()
+            {
+                let _ = done.send(());
+            }
+        })
+        .applied_objects();
+        index_stores.push(reader.clone());
+        index_synced.push(synced);
+        let controller = Controller::for_stream(objects, reader)
+            .owns(api::<Job>(&ctx.client, *scope), owned.clone())
+            .graceful_shutdown_on(wait(shutdown.clone()));
         controllers.push(
             controller
                 .run(reconcile, error_policy, ctx.clone())
@@ -236,24 +245,6 @@ async fn prune_stats(ctx: Arc<Context>, stores: Vec<Store<SociIndex>>) {
     }
 }
 
-async fn watch_indexes(
-    api: Api<SociIndex>,
-    writer: reflector::store::Writer<SociIndex>,
-    done: tokio::sync::oneshot::Sender<()>,
-) {
-    let mut done = Some(done);
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        if let Ok(watcher::Event::InitDone) = event
-            && let Some(done) = done.take()
-        {
-            let _ = done.send(());
-        }
-    }
-}
-
 /// Keeps a Job store (the caps, the jobs gauge) and observes each build once as it finishes:
 /// its duration, and the bytes it indexed (from the worker's result).
 async fn watch_jobs(
@@ -266,7 +257,10 @@ async fn watch_jobs(
     let started = Timestamp::now();
     let mut observed: HashSet<String> = HashSet::new();
     let mut synced = false;
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|j: &mut Job| j.managed_fields_mut().clear())
+        .reflect(writer);
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
         let job = match event {

@@ -5,7 +5,7 @@
 
 use super::plan::reason;
 use crate::api::condition::{self, LAZY_LOAD_READY, STALLED};
-use crate::api::{ConditionStatus, SociIndexStatus};
+use crate::api::{ConditionStatus, ImageStatus, SociIndexStatus};
 use std::collections::{BTreeMap, HashMap};
 
 pub const BUILD_STARTED: &str = "BuildStarted";
@@ -27,6 +27,7 @@ pub struct Notice {
 /// `BuildStarted` is emitted where the Job is created.
 pub fn transitions(old: Option<&SociIndexStatus>, new: &SociIndexStatus) -> Vec<Notice> {
     let mut notices = Vec::new();
+    let mut ready = Vec::new();
     for image in &new.images {
         let Some(now) = condition::find(&image.conditions, LAZY_LOAD_READY) else {
             continue;
@@ -36,12 +37,7 @@ pub fn transitions(old: Option<&SociIndexStatus>, new: &SociIndexStatus) -> Vec<
             .and_then(|i| condition::find(&i.conditions, LAZY_LOAD_READY));
         if now.status == ConditionStatus::True {
             if !before.is_some_and(|b| b.status == ConditionStatus::True) {
-                notices.push(Notice {
-                    warning: false,
-                    reason: READY_EVENT,
-                    note: format!("image {}: {}", image.name, now.message),
-                    failure_reason: None,
-                });
+                ready.push((image.name.as_str(), now.message.as_str()));
             }
             continue;
         }
@@ -59,6 +55,37 @@ pub fn transitions(old: Option<&SociIndexStatus>, new: &SociIndexStatus) -> Vec<
                 note: format!("image {}: {}: {}", image.name, now.reason, now.message),
                 failure_reason: Some(now.reason.clone()),
             });
+        }
+    }
+    // One Event for every image that became ready in this reconcile (an object of many images
+    // already bound would otherwise write one per image).
+    match ready.as_slice() {
+        [] => {}
+        [(name, message)] => notices.insert(
+            0,
+            Notice {
+                warning: false,
+                reason: READY_EVENT,
+                note: format!("image {name}: {message}"),
+                failure_reason: None,
+            },
+        ),
+        many => {
+            let mut note = format!(
+                "{} images became ready: {}",
+                many.len(),
+                many.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            );
+            condition::truncate(&mut note, 1024);
+            notices.insert(
+                0,
+                Notice {
+                    warning: false,
+                    reason: READY_EVENT,
+                    note,
+                    failure_reason: None,
+                },
+            );
         }
     }
     if let Some(stalled) = condition::find(&new.conditions, STALLED)
@@ -108,7 +135,22 @@ impl ObjectStats {
         self.objects.get(key).map(|e| &e.status)
     }
 
+    /// Keeps what the Events and gauges read (conditions, per image its name and conditions):
+    /// the rest of a status is large, and the object store has it already.
     pub fn update(&mut self, key: &str, status: SociIndexStatus, queued: usize) {
+        let status = SociIndexStatus {
+            conditions: status.conditions,
+            images: status
+                .images
+                .into_iter()
+                .map(|i| ImageStatus {
+                    name: i.name,
+                    conditions: i.conditions,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
         self.objects
             .insert(key.to_string(), Entry { status, queued });
     }
@@ -247,6 +289,51 @@ mod tests {
         let failure = &transitions(Some(&building), &failed)[0];
         assert_eq!(failure.failure_reason.as_deref(), Some("BuildFailed"));
         assert!(failure.note.contains("exit 1"));
+    }
+
+    #[test]
+    fn images_ready_together_make_one_event() {
+        let building = status(
+            &[
+                ("a", Unknown, "Building", "Job 1"),
+                ("b", Unknown, "Building", "Job 2"),
+                ("c", True, "Verified", "deploy c"),
+            ],
+            None,
+        );
+        let ready = status(
+            &[
+                ("a", True, "Verified", "deploy a"),
+                ("b", True, "Verified", "deploy b"),
+                ("c", True, "Verified", "deploy c"),
+            ],
+            None,
+        );
+        let got = transitions(Some(&building), &ready);
+        assert_eq!(reasons(&got), vec![READY_EVENT]);
+        assert_eq!(got[0].note, "2 images became ready: a, b");
+        let got = transitions(None, &ready);
+        assert_eq!(got[0].note, "3 images became ready: a, b, c");
+    }
+
+    #[test]
+    fn the_bookkeeping_keeps_only_what_events_and_gauges_read() {
+        let mut full = status(&[("a", True, "Verified", "deploy a")], Some("BuildFailed"));
+        full.images[0].deploy = Some("reg/app:v1-soci@sha256:1".into());
+        full.images[0].source_digest = Some("sha256:2".into());
+        full.summary = Some("1/1".into());
+        let mut stats = ObjectStats::default();
+        stats.update("ns/x", full.clone(), 0);
+        let kept = stats.previous("ns/x").unwrap();
+        assert_eq!(kept.conditions, full.conditions);
+        assert_eq!(kept.images[0].name, "a");
+        assert_eq!(kept.images[0].conditions, full.images[0].conditions);
+        assert_eq!(
+            (kept.images[0].deploy.as_ref(), kept.summary.as_ref()),
+            (None, None)
+        );
+        // What the Events compare is unchanged by the slimming.
+        assert!(transitions(Some(kept), &full).is_empty());
     }
 
     #[test]
