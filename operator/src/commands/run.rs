@@ -41,8 +41,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     full_check_interval: String,
     /// SociIndexes reconciled at once, over every watched namespace.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
-    max_concurrent_reconciles: u32,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    max_concurrent_reconciles: u16,
     /// Worker Jobs running at once, over every watched namespace (0: no cap).
     #[arg(long, default_value_t = 4, value_name = "N")]
     max_concurrent_jobs: usize,
@@ -138,7 +138,6 @@ pub fn run(args: RunArgs) -> Result<()> {
             metrics: Metrics::new()?,
             default_interval,
             full_checks: controller::FullChecks::new(full_check_interval),
-            reconcile_slots: tokio::sync::Semaphore::new(args.max_concurrent_reconciles as usize),
             jobs: slots::JobTracker::new(args.max_concurrent_jobs, args.max_jobs_per_registry),
             stats: Default::default(),
             recorder,
@@ -160,6 +159,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let options = RunOptions {
             namespaces: args.namespaces,
             leader,
+            max_concurrent_reconciles: args.max_concurrent_reconciles,
         };
         crate::controller::runtime::run(ctx, options).await
     })

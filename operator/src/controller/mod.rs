@@ -152,9 +152,6 @@ pub struct Context {
     pub default_interval: Duration,
     /// When each settled image last had the full check (`--full-check-interval`).
     pub full_checks: FullChecks,
-    /// `--max-concurrent-reconciles`: SociIndexes reconciled at once, over every namespace (a
-    /// restart with thousands of objects must not open thousands of registry connections).
-    pub reconcile_slots: tokio::sync::Semaphore,
     pub jobs: slots::JobTracker,
     /// Per-object gauge contributions and the last planned status (for Events).
     pub stats: Mutex<transitions::ObjectStats>,
@@ -260,7 +257,6 @@ fn error_policy(object: Arc<SociIndex>, error: &ReconcileError, ctx: Arc<Context
 }
 
 async fn reconcile(object: Arc<SociIndex>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let _slot = ctx.reconcile_slots.acquire().await;
     let started = Instant::now();
     if object.metadata.deletion_timestamp.is_some() {
         ctx.record_status(&object_key(&object), None);

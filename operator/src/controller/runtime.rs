@@ -28,6 +28,10 @@ pub struct RunOptions {
     /// Empty: every namespace.
     pub namespaces: Vec<String>,
     pub leader: Option<LeaderOptions>,
+    /// `--max-concurrent-reconciles`, shared out among the namespaces' controllers. The
+    /// Controller's own limit, not a semaphore inside the reconcile: a reconcile waiting for a
+    /// slot would hold the object as it was when it was queued, not as it is when it runs.
+    pub max_concurrent_reconciles: u16,
 }
 
 pub struct LeaderOptions {
@@ -156,7 +160,9 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
         .applied_objects();
         index_stores.push(reader.clone());
         index_synced.push(synced);
+        let concurrency = (options.max_concurrent_reconciles / scopes.len().max(1) as u16).max(1);
         let controller = Controller::for_stream(objects, reader)
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
             .owns(api::<Job>(&ctx.client, *scope), owned.clone())
             .graceful_shutdown_on(wait(shutdown.clone()));
         controllers.push(
