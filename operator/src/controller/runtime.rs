@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::HashSet;
@@ -122,17 +122,24 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
 
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let mut background = Vec::new();
+    // Job changes reach the controllers from the same watch that fills the Job store, after the
+    // store has them: a reconcile triggered by a finished Job then sees it finished.
+    let mut job_triggers = Vec::new();
     for scope in &scopes {
         let (reader, writer) = reflector::store();
         ctx.jobs.add_store(reader.clone());
+        let (owners, triggers) = tokio::sync::mpsc::unbounded_channel();
+        job_triggers.push(triggers);
         background.push(tokio::spawn(watch_jobs(
             ctx.clone(),
             api(&ctx.client, *scope),
             owned.clone(),
             reader,
             writer,
+            owners,
         )));
     }
+    let mut job_triggers = job_triggers.into_iter();
     let mut controllers = Vec::new();
     let mut index_stores = Vec::new();
     let mut index_synced = Vec::new();
@@ -161,9 +168,13 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
         index_stores.push(reader.clone());
         index_synced.push(synced);
         let concurrency = (options.max_concurrent_reconciles / scopes.len().max(1) as u16).max(1);
+        let triggers = job_triggers.next().expect("one Job watch per scope");
+        let triggers = futures_util::stream::unfold(triggers, |mut rx| async move {
+            rx.recv().await.map(|owner| (owner, rx))
+        });
         let controller = Controller::for_stream(objects, reader)
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-            .owns(api::<Job>(&ctx.client, *scope), owned.clone())
+            .reconcile_on(triggers)
             .graceful_shutdown_on(wait(shutdown.clone()));
         controllers.push(
             controller
@@ -259,6 +270,7 @@ async fn watch_jobs(
     config: watcher::Config,
     reader: Store<Job>,
     writer: reflector::store::Writer<Job>,
+    owners: tokio::sync::mpsc::UnboundedSender<ObjectRef<SociIndex>>,
 ) {
     let started = Timestamp::now();
     let mut observed: HashSet<String> = HashSet::new();
@@ -269,6 +281,16 @@ async fn watch_jobs(
         .reflect(writer);
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
+        // The store has the change now: the owner may look at it.
+        if let Ok(
+            watcher::Event::Apply(job)
+            | watcher::Event::InitApply(job)
+            | watcher::Event::Delete(job),
+        ) = &event
+            && let Some(owner) = owner_of(job)
+        {
+            let _ = owners.send(owner);
+        }
         let job = match event {
             Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => job,
             Ok(watcher::Event::InitDone) => {
@@ -322,6 +344,15 @@ async fn watch_jobs(
     }
 }
 
+/// The SociIndex that controls a worker Job.
+fn owner_of(job: &Job) -> Option<ObjectRef<SociIndex>> {
+    let owner = job
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "SociIndex")?;
+    Some(ObjectRef::new(&owner.name).within(&job.namespace()?))
+}
+
 /// The `bytesIndexed` of the worker's result (its termination message).
 async fn indexed_bytes(client: &Client, job: &Job) -> Option<u64> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace()?);
@@ -367,5 +398,51 @@ pub async fn publish(ctx: &Context, object: &SociIndex, warning: bool, reason: &
     };
     if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
         tracing::warn!(error = %e, name = %object.name_any(), %reason, "publishing an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn job(owners: Vec<OwnerReference>) -> Job {
+        Job {
+            metadata: ObjectMeta {
+                name: Some("soci-build-1".into()),
+                namespace: Some("team-a".into()),
+                owner_references: Some(owners),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn reference(kind: &str, name: &str, controller: bool) -> OwnerReference {
+        OwnerReference {
+            api_version: "soci.dev/v1alpha1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "uid-1".into(),
+            controller: Some(controller),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_job_change_reconciles_the_sociindex_that_controls_it() {
+        let owned = job(vec![
+            reference("ConfigMap", "other", false),
+            reference("SociIndex", "web", true),
+        ]);
+        assert_eq!(
+            owner_of(&owned),
+            Some(ObjectRef::new("web").within("team-a"))
+        );
+        assert_eq!(
+            owner_of(&job(vec![reference("SociIndex", "web", false)])),
+            None
+        );
+        assert_eq!(owner_of(&job(vec![])), None);
     }
 }
