@@ -164,7 +164,8 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
                 let _ = done.send(());
             }
         })
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(reconcile_inputs, Default::default());
         index_stores.push(reader.clone());
         index_synced.push(synced);
         let concurrency = (options.max_concurrent_reconciles / scopes.len().max(1) as u16).max(1);
@@ -292,7 +293,11 @@ async fn watch_jobs(
             let _ = owners.send(owner);
         }
         let job = match event {
-            Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => job,
+            Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => {
+                ctx.jobs
+                    .seen(&job.namespace().unwrap_or_default(), &job.name_any());
+                job
+            }
             Ok(watcher::Event::InitDone) => {
                 if !synced {
                     synced = true;
@@ -342,6 +347,22 @@ async fn watch_jobs(
             });
         }
     }
+}
+
+/// What a reconcile acts on besides the status: the spec (its generation), the reconcile-request
+/// annotation, deletion and finalizers. A change to anything else, above all the status this
+/// controller writes itself, triggers no reconcile (the interval and the Job watch cover the rest).
+fn reconcile_inputs(object: &SociIndex) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    object.metadata.generation.hash(&mut h);
+    object
+        .annotations()
+        .get(crate::api::RECONCILE_REQUEST_ANNOTATION)
+        .hash(&mut h);
+    object.metadata.deletion_timestamp.is_some().hash(&mut h);
+    object.finalizers().hash(&mut h);
+    Some(h.finish())
 }
 
 /// The SociIndex that controls a worker Job.
@@ -426,6 +447,50 @@ mod tests {
             uid: "uid-1".into(),
             controller: Some(controller),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_changes_a_reconcile_acts_on_trigger_one() {
+        let mut object = SociIndex::new(
+            "web",
+            serde_json::from_value(
+                serde_json::json!({"images": [{"name": "a", "image": "r/a:1"}]}),
+            )
+            .unwrap(),
+        );
+        object.metadata.generation = Some(1);
+        let base = reconcile_inputs(&object);
+        let mut status_only = object.clone();
+        status_only.status = Some(crate::api::SociIndexStatus {
+            ready_images: 1,
+            ..Default::default()
+        });
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(reconcile_inputs(&status_only), base);
+        let mut changed = Vec::new();
+        let mut spec = object.clone();
+        spec.metadata.generation = Some(2);
+        changed.push(spec);
+        let mut requested = object.clone();
+        requested.metadata.annotations = Some(
+            [(
+                crate::api::RECONCILE_REQUEST_ANNOTATION.to_string(),
+                "now".to_string(),
+            )]
+            .into(),
+        );
+        changed.push(requested);
+        let mut deleting = object.clone();
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        changed.push(deleting);
+        let mut finalized = object.clone();
+        finalized.metadata.finalizers = Some(vec!["soci.dev/cleanup".into()]);
+        changed.push(finalized);
+        for c in &changed {
+            assert_ne!(reconcile_inputs(c), base, "{:?}", c.metadata);
         }
     }
 

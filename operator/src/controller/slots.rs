@@ -185,6 +185,15 @@ impl JobTracker {
         );
     }
 
+    /// The watch has delivered this Job: it is counted from the store from now on. (Left in
+    /// `pending`, a Job deleted soon after would count as running until the entry expired.)
+    pub fn seen(&self, namespace: &str, name: &str) {
+        self.pending
+            .lock()
+            .unwrap()
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
     pub fn capacity(&self) -> Capacity {
         let jobs: Vec<_> = self.stores().iter().flat_map(|s| s.state()).collect();
         let mut pending = self.pending.lock().unwrap();
@@ -349,6 +358,17 @@ mod tests {
         );
         assert!(t.builds_elsewhere("uid-a").is_empty());
         assert_eq!(t.capacity().active_total, 1);
+    }
+
+    #[test]
+    fn a_job_seen_then_deleted_frees_its_slot() {
+        let t = JobTracker::new(4, 1);
+        t.created("ns", "soci-build-1", "reg-a/x@sha256:1", "key-1", "uid-a");
+        assert_eq!(t.capacity().active_per_registry["reg-a"], 1);
+        // The watch delivers it, it finishes and is deleted: nothing of it is left.
+        t.seen("ns", "soci-build-1");
+        assert_eq!(t.capacity().active_total, 0);
+        assert!(t.builds_elsewhere("uid-b").is_empty());
     }
 
     #[test]
