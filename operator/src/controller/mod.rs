@@ -305,6 +305,10 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
     }
 
     let settings = plan::BuildSettings::from_spec(spec);
+    let reconcile_request = object
+        .annotations()
+        .get(RECONCILE_REQUEST_ANNOTATION)
+        .map(String::as_str);
     let mut images = Vec::new();
     if !spec.suspend {
         // The object's own Secrets, if it names any; a Secret that is missing or unusable is
@@ -317,18 +321,14 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
             spec.credentials.as_ref(),
         )
         .await;
-        let reconcile_request = object
-            .annotations()
-            .get(RECONCILE_REQUEST_ANNOTATION)
-            .map(String::as_str);
-        let previous = object.status.clone().unwrap_or_default();
         // The status was written for this very spec: its verified images may take the cheap path.
-        let same_spec = previous.observed_generation == generation
-            && (reconcile_request.is_none()
-                || reconcile_request == previous.last_handled_reconcile_at.as_deref());
+        let previous = object
+            .status
+            .as_ref()
+            .filter(|s| plan::status_is_current(s, generation, reconcile_request));
         for image in &spec.images {
             if let Ok(client) = &registry
-                && same_spec
+                && let Some(previous) = previous
                 && let Some(before) = previous.images.iter().find(|s| s.name == image.name)
                 && let Some(settled) = registry_check::settled_image(
                     &image.name,
@@ -392,10 +392,6 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         jobs.extend(worker::observe_job(&job, &pods));
     }
 
-    let reconcile_request = object
-        .annotations()
-        .get(RECONCILE_REQUEST_ANNOTATION)
-        .map(String::as_str);
     // Held until the Jobs are created: the slots counted here are the ones taken.
     let slots = ctx.jobs.lock.lock().await;
     let planned = plan::plan(PlanInput {
@@ -438,7 +434,7 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
                     &namespace,
                     &request.job_name,
                     &request.source,
-                    &plan::build_key(&request.source_digest, &request.target, &request.settings),
+                    &request.build_key(),
                     &uid,
                 );
                 ctx.metrics

@@ -142,6 +142,13 @@ pub struct BuildRequest {
     pub settings: BuildSettings,
 }
 
+impl BuildRequest {
+    /// [`build_key`] of what this Job builds.
+    pub fn build_key(&self) -> String {
+        build_key(&self.source_digest, &self.target, &self.settings)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildSettings {
     /// Empty: every platform.
@@ -248,33 +255,28 @@ pub fn job_name(
     target: &str,
     settings: &BuildSettings,
 ) -> String {
-    let mut h = Sha256::new();
-    for part in [uid, image_name, source_digest, target] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    h.update(format!("{settings:?}").as_bytes());
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = short_hash(&[uid, image_name, source_digest, target], settings, 8);
     format!("soci-build-{hex}")
 }
 
 /// What a build produces, whoever asks for it: the same source digest into the same target tag
 /// with the same settings gives the same bytes, so one Job serves every SociIndex that wants it.
 pub fn build_key(source_digest: &str, target: &str, settings: &BuildSettings) -> String {
+    short_hash(&[source_digest, target], settings, 12)
+}
+
+/// The first `bytes` bytes, in hex, of the sha256 of `parts` (each NUL-terminated) and
+/// `settings`.
+fn short_hash(parts: &[&str], settings: &BuildSettings, bytes: usize) -> String {
     let mut h = Sha256::new();
-    for part in [source_digest, target] {
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0]);
     }
     h.update(format!("{settings:?}").as_bytes());
     h.finalize()
         .iter()
-        .take(12)
+        .take(bytes)
         .map(|b| format!("{b:02x}"))
         .collect()
 }
@@ -374,6 +376,19 @@ pub fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Whether `status` was written for this spec (its generation) and no reconcile was requested
+/// since: then its stalls hold, and its verified images need only the settled recheck. A new
+/// generation or a new reconcile request lifts both.
+pub fn status_is_current(
+    status: &SociIndexStatus,
+    generation: Option<i64>,
+    reconcile_request: Option<&str>,
+) -> bool {
+    status.observed_generation == generation
+        && (reconcile_request.is_none()
+            || reconcile_request == status.last_handled_reconcile_at.as_deref())
+}
+
 /// The status to write before the slow work starts when the spec is new or changed: `Ready`
 /// becomes `Unknown` and `Reconciling` true, so readers never see a stale `Ready=True` for a
 /// generation that has not been looked at. `None` when nothing needs writing first.
@@ -469,10 +484,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     }
 
     // A new reconcile request, or a new generation, lifts the stall of every image.
-    let retry_requested = input.reconcile_request.is_some()
-        && input.reconcile_request != previous.last_handled_reconcile_at.as_deref();
-    let spec_unchanged = previous.observed_generation == input.generation;
-    let honour_stalls = spec_unchanged && !retry_requested;
+    let honour_stalls = status_is_current(&previous, input.generation, input.reconcile_request);
     let settings = BuildSettings::from_spec(input.spec);
 
     let mut create = Vec::new();

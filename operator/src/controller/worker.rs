@@ -172,10 +172,7 @@ pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOpti
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     labels.insert(OWNER_UID_LABEL.into(), uid);
     labels.insert(IMAGE_LABEL.into(), request.image_name.clone());
-    labels.insert(
-        BUILD_KEY_LABEL.into(),
-        super::plan::build_key(&request.source_digest, &request.target, &request.settings),
-    );
+    labels.insert(BUILD_KEY_LABEL.into(), request.build_key());
     let mut annotations = BTreeMap::new();
     annotations.insert(SOURCE_ANNOTATION.into(), request.source.clone());
     annotations.insert(TARGET_ANNOTATION.into(), request.target.clone());
