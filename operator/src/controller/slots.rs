@@ -112,7 +112,11 @@ pub fn builds_elsewhere<'a>(
     .collect()
 }
 
+/// `(namespace, name)` of a Job.
+type JobKey = (String, String);
+
 /// A Job this process created that the watch may not show yet.
+#[derive(Clone)]
 struct Pending {
     registry: String,
     build_key: String,
@@ -122,7 +126,7 @@ struct Pending {
 
 pub struct JobTracker {
     stores: RwLock<Vec<Store<Job>>>,
-    pending: Mutex<HashMap<(String, String), Pending>>,
+    pending: Mutex<HashMap<JobKey, Pending>>,
     max_total: Option<usize>,
     max_per_registry: Option<usize>,
     /// Held from reading the capacity to creating the Jobs, so that two reconciles never
@@ -194,14 +198,29 @@ impl JobTracker {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
-    pub fn capacity(&self) -> Capacity {
+    /// Every Job in the stores, and the created ones the watch has not delivered yet (expired
+    /// entries dropped).
+    fn snapshot(&self) -> (Vec<Arc<Job>>, Vec<(JobKey, Pending)>) {
         let jobs: Vec<_> = self.stores().iter().flat_map(|s| s.state()).collect();
+        let seen: std::collections::HashSet<_> = jobs
+            .iter()
+            .map(|j| (j.namespace().unwrap_or_default(), j.name_any()))
+            .collect();
         let mut pending = self.pending.lock().unwrap();
         pending.retain(|_, p| p.at.elapsed() < PENDING_TTL);
-        let pending: Vec<_> = pending.iter().map(|(k, p)| (k, &p.registry)).collect();
+        let unseen = pending
+            .iter()
+            .filter(|(key, _)| !seen.contains(*key))
+            .map(|(key, p)| (key.clone(), p.clone()))
+            .collect();
+        (jobs, unseen)
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        let (jobs, pending) = self.snapshot();
         capacity(
             jobs.iter().map(|j| j.as_ref()),
-            pending.into_iter(),
+            pending.iter().map(|(k, p)| (k, &p.registry)),
             self.max_total,
             self.max_per_registry,
         )
@@ -223,18 +242,12 @@ impl JobTracker {
     /// created that the watch has not delivered yet (two objects reconciled together must not
     /// both start the build).
     pub fn builds_elsewhere(&self, uid: &str) -> BTreeMap<String, String> {
-        let jobs: Vec<_> = self.stores().iter().flat_map(|s| s.state()).collect();
+        let (jobs, pending) = self.snapshot();
         let mut found = builds_elsewhere(jobs.iter().map(|j| j.as_ref()), uid);
-        let seen: std::collections::HashSet<_> = jobs
-            .iter()
-            .map(|j| (j.namespace().unwrap_or_default(), j.name_any()))
-            .collect();
-        let mut pending = self.pending.lock().unwrap();
-        pending.retain(|_, p| p.at.elapsed() < PENDING_TTL);
-        for ((namespace, name), p) in pending.iter() {
-            if p.owner_uid != uid && !seen.contains(&(namespace.clone(), name.clone())) {
+        for ((namespace, name), p) in pending {
+            if p.owner_uid != uid {
                 found
-                    .entry(p.build_key.clone())
+                    .entry(p.build_key)
                     .or_insert_with(|| format!("{namespace}/{name}"));
             }
         }
