@@ -54,11 +54,8 @@ pub async fn resolve(
             format!("{source}: no such tag or digest in the registry"),
         ));
     };
-    let mut pinned = source.clone();
-    pinned.tag = None;
-    pinned.digest = Some(found.digest.clone());
     Ok(Resolved {
-        source: pinned.to_string(),
+        source: source.with_reference(&found.digest).to_string(),
         digest: found.digest,
         target: target.to_string(),
     })
@@ -261,9 +258,7 @@ pub fn settled_image(
             source_digest.clone(),
         ),
     };
-    let mut pinned = source.clone();
-    pinned.tag = None;
-    pinned.digest = Some(resolved_digest.clone());
+    let pinned = source.with_reference(&resolved_digest);
     Some(SettledImage {
         observation: ImageObservation {
             name: image_name.to_string(),
