@@ -238,7 +238,12 @@ impl FullChecks {
 
     /// Forgets a deleted object.
     pub fn forget(&self, uid: &str) {
-        self.last.lock().unwrap().retain(|(u, _), _| u != uid);
+        self.retain(|u| u != uid);
+    }
+
+    /// Keeps only the objects whose uid `keep` accepts.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.last.lock().unwrap().retain(|(u, _), _| keep(u));
     }
 }
 
@@ -517,4 +522,27 @@ pub(crate) async fn write_status(
     .await
     .with_context(|| format!("writing the status of {name}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_checks_come_due_after_their_interval_and_go_with_their_object() {
+        let checks = FullChecks::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        // First sight counts as checked: a restart does not re-verify everything at once.
+        assert!(!checks.due("uid-a", "web", t0));
+        assert!(!checks.due("uid-a", "web", t0 + Duration::from_secs(59)));
+        assert!(checks.due("uid-a", "web", t0 + Duration::from_secs(60)));
+        checks.checked("uid-a", "web", t0 + Duration::from_secs(60));
+        assert!(!checks.due("uid-a", "web", t0 + Duration::from_secs(61)));
+        checks.checked("uid-b", "web", t0);
+        // An object gone from the stores is dropped (a later sight starts afresh).
+        checks.retain(|uid| uid == "uid-b");
+        assert!(!checks.due("uid-a", "web", t0 + Duration::from_secs(200)));
+        assert!(checks.due("uid-b", "web", t0 + Duration::from_secs(200)));
+        assert!(FullChecks::new(Duration::ZERO).due("uid-c", "web", t0));
+    }
 }

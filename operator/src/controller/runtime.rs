@@ -245,18 +245,17 @@ async fn readiness(ctx: Arc<Context>, synced: Vec<tokio::sync::oneshot::Receiver
 }
 
 /// Objects deleted without a finalizer are never reconciled again: drop their contribution
-/// to the gauges once they are gone from every store.
+/// to the gauges, and their full-check times, once they are gone from every store.
 async fn prune_stats(ctx: Arc<Context>, stores: Vec<Store<SociIndex>>) {
     loop {
         tokio::time::sleep(Duration::from_secs(30)).await;
         if !ctx.synced.load(Ordering::Relaxed) {
             continue;
         }
-        let keys: HashSet<String> = stores
-            .iter()
-            .flat_map(|s| s.state())
-            .map(|o| super::object_key(&o))
-            .collect();
+        let objects: Vec<_> = stores.iter().flat_map(|s| s.state()).collect();
+        let keys: HashSet<String> = objects.iter().map(|o| super::object_key(o)).collect();
+        let uids: HashSet<String> = objects.iter().filter_map(|o| o.uid()).collect();
+        ctx.full_checks.retain(|uid| uids.contains(uid));
         let mut stats = ctx.stats.lock().unwrap();
         stats.retain(|k| keys.contains(k));
         ctx.publish_stats(&stats);
