@@ -59,34 +59,26 @@ pub fn transitions(old: Option<&SociIndexStatus>, new: &SociIndexStatus) -> Vec<
     }
     // One Event for every image that became ready in this reconcile (an object of many images
     // already bound would otherwise write one per image).
-    match ready.as_slice() {
-        [] => {}
-        [(name, message)] => notices.insert(
+    let note = match ready.as_slice() {
+        [] => None,
+        [(name, message)] => Some(format!("image {name}: {message}")),
+        many => {
+            let names: Vec<&str> = many.iter().map(|(n, _)| *n).collect();
+            let mut note = format!("{} images became ready: {}", many.len(), names.join(", "));
+            condition::truncate(&mut note, 1024);
+            Some(note)
+        }
+    };
+    if let Some(note) = note {
+        notices.insert(
             0,
             Notice {
                 warning: false,
                 reason: READY_EVENT,
-                note: format!("image {name}: {message}"),
+                note,
                 failure_reason: None,
             },
-        ),
-        many => {
-            let mut note = format!(
-                "{} images became ready: {}",
-                many.len(),
-                many.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            );
-            condition::truncate(&mut note, 1024);
-            notices.insert(
-                0,
-                Notice {
-                    warning: false,
-                    reason: READY_EVENT,
-                    note,
-                    failure_reason: None,
-                },
-            );
-        }
+        );
     }
     if let Some(stalled) = condition::find(&new.conditions, STALLED)
         && stalled.status == ConditionStatus::True
