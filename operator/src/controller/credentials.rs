@@ -112,8 +112,8 @@ pub async fn registry_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::auth::RegistryAuth;
     use k8s_openapi::ByteString;
-    use oci_client::secrets::RegistryAuth;
 
     fn secret(key: &str, value: &str) -> Option<Secret> {
         Some(Secret {

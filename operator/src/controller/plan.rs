@@ -37,6 +37,7 @@ pub mod reason {
     pub const NO_INDEXABLE_LAYERS: &str = "NoIndexableLayers";
     pub const INVALID_REFERENCE: &str = "InvalidReference";
     pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
+    pub const REGISTRY_NOT_ALLOWED: &str = "RegistryNotAllowed";
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     pub const PROGRESSING: &str = "Progressing";
     pub const SUSPENDED: &str = "Suspended";

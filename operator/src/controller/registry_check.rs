@@ -25,6 +25,7 @@ pub fn failure_of(error: &anyhow::Error) -> Failure {
             let why = match e.permanent_cause {
                 Some(PermanentCause::NotFound) => reason::IMAGE_NOT_FOUND,
                 Some(PermanentCause::Unauthorized) => reason::UNAUTHORIZED,
+                Some(PermanentCause::NotAllowed) => reason::REGISTRY_NOT_ALLOWED,
                 _ => reason::BUILD_FAILED,
             };
             return Failure::permanent(why, message);

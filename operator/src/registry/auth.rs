@@ -1,15 +1,52 @@
 //! Credentials: docker's `config.json` (`auths`, `credHelpers`, `credsStore`), found at
 //! `--registry-config`, else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-//! The challenge/token handshake itself is oci-client's (see `client.rs`).
+//! The challenge/token handshake is in `token.rs`.
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
-use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// One registry's credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    Anonymous,
+    Basic(String, String),
+    /// A registry token (`registrytoken`), sent as is.
+    Bearer(String),
+}
+
+/// Never prints a secret.
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str("Anonymous"),
+            Self::Basic(user, _) => write!(f, "Basic({user:?}, <redacted>)"),
+            Self::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+impl RegistryAuth {
+    /// The `Authorization` value these credentials give without a token exchange.
+    pub fn header_text(&self) -> Option<String> {
+        match self {
+            Self::Anonymous => None,
+            Self::Basic(user, password) => Some(basic_header(user, password)),
+            Self::Bearer(token) => Some(format!("Bearer {token}")),
+        }
+    }
+}
+
+pub fn basic_header(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
 
 #[derive(Debug, Default, Deserialize)]
 struct DockerConfig {
@@ -21,7 +58,7 @@ struct DockerConfig {
     creds_store: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct AuthEntry {
     #[serde(default)]
     auth: Option<String>,
@@ -33,6 +70,20 @@ struct AuthEntry {
     identity_token: Option<String>,
     #[serde(default, rename = "registrytoken")]
     registry_token: Option<String>,
+}
+
+/// Names the fields that are set, never their values.
+impl std::fmt::Debug for AuthEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "-" };
+        f.debug_struct("AuthEntry")
+            .field("auth", &set(&self.auth))
+            .field("username", &self.username)
+            .field("password", &set(&self.password))
+            .field("identity_token", &set(&self.identity_token))
+            .field("registry_token", &set(&self.registry_token))
+            .finish()
+    }
 }
 
 /// The credentials of every registry named in one docker config file.
@@ -162,7 +213,7 @@ fn entry_auth(entry: &AuthEntry, registry: &str) -> Result<Option<RegistryAuth>>
         return Ok(Some(RegistryAuth::Basic(u.into(), p.into())));
     }
     if entry.identity_token.is_some() {
-        // An OAuth2 refresh token: oci-client's handshake cannot exchange it.
+        // An OAuth2 refresh token: our handshake does not exchange it (a POST to the realm).
         bail!(
             "registry config entry for {registry} holds an identity token, which is not supported; use username/password"
         );
@@ -295,6 +346,20 @@ mod tests {
             RegistryAuth::Bearer("T".into())
         );
         assert_eq!(s.lookup("other.example").unwrap(), RegistryAuth::Anonymous);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let shown = format!(
+            "{:?} {:?}",
+            RegistryAuth::Basic("user".into(), "hunter2".into()),
+            RegistryAuth::Bearer("tok-secret".into())
+        );
+        assert!(shown.contains("user"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok-secret"),
+            "{shown}"
+        );
     }
 
     #[test]

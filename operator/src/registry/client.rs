@@ -1,24 +1,28 @@
-//! The HTTP side of the distribution API. oci-client does the authentication handshake (the
-//! `/v2/` challenge, basic credentials or the bearer-token exchange); every registry request
-//! goes through [`RegistryClient::send`] on our own reqwest client, because we need what
-//! oci-client's calls hide: the exact status (and `Retry-After`) to classify failures, `Range`
-//! reads, exact manifest bytes, mounts that fall back to uploads, and chunked uploads.
+//! The HTTP side of the distribution API. Every registry request goes through
+//! [`RegistryClient::send`] on our own reqwest client: the exact status (and `Retry-After`) to
+//! classify failures, `Range` reads, exact manifest bytes, mounts that fall back to uploads,
+//! chunked uploads. The authentication handshake is ours too (`token.rs`).
+//!
+//! Where requests may go is enforced here, in one place: every URL is checked against the
+//! [`AddressPolicy`] before it is sent, every resolved address by the client's resolver, every
+//! redirect target by its redirect policy; the `Authorization` header is attached only to
+//! requests for the registry's own `host:port`, over HTTPS unless the registry may be spoken
+//! to in plain HTTP. So a `Link` page or an upload `Location` naming another host, followed
+//! anywhere in this crate, never carries the credentials.
 
-use super::auth::CredentialStore;
+use super::address_policy::{AddressPolicy, FilteringResolver, Refused, refusal_in};
+use super::auth::{CredentialStore, RegistryAuth};
 use super::error::{PermanentCause, RegistryError, RegistryResult};
 use super::reference::{RegistryRef, is_loopback_host};
+use super::token;
 use anyhow::{Context, Result};
-use base64::Engine;
-use oci_client::RegistryOperation;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
+use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Registry requests sent, by HTTP method (token handshakes not included); the operator exports
 /// it as `soci_operator_registry_requests_total`.
@@ -95,56 +99,125 @@ pub enum Access {
 
 type AuthKey = (String, String, Access);
 
+/// An `Authorization` value (`None`: anonymous) and, for a token, when to fetch a new one.
+#[derive(Clone)]
+struct CachedAuthorization {
+    header: Option<HeaderValue>,
+    until: Option<Instant>,
+}
+
+/// Redirects followed per request (reqwest's default; a custom policy replaces it).
+const MAX_REDIRECTS: usize = 10;
+/// The whole `/v2/` probe or token request, body included.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct RegistryClient {
     http: reqwest::Client,
     options: RegistryOptions,
-    extra_roots: Vec<Certificate>,
-    /// One oci-client per registry (its protocol is per client), used only for the handshake.
-    handshakes: Mutex<HashMap<String, oci_client::Client>>,
-    /// `Authorization` value per registry, repository and access (`None`: anonymous).
-    authorizations: Mutex<HashMap<AuthKey, Option<HeaderValue>>>,
+    policy: Arc<AddressPolicy>,
+    resolver: FilteringResolver,
+    handshake_timeout: Duration,
+    /// Per registry, repository and access.
+    authorizations: Mutex<HashMap<AuthKey, CachedAuthorization>>,
 }
 
 impl RegistryClient {
+    /// A client with the default address policy (no link-local or metadata addresses).
+    #[cfg_attr(not(test), allow(dead_code))] // the commands build theirs with_policy
     pub fn new(options: RegistryOptions) -> Result<Self> {
+        Self::with_policy(options, AddressPolicy::default())
+    }
+
+    /// A client that contacts only what `policy` allows.
+    pub fn with_policy(options: RegistryOptions, policy: AddressPolicy) -> Result<Self> {
+        Self::build(options, Arc::new(policy), FilteringResolver::system())
+    }
+
+    /// Resolving names with `inner` (behind the same address filter) instead of the system.
+    #[cfg(test)]
+    pub(crate) fn with_resolver(
+        options: RegistryOptions,
+        policy: AddressPolicy,
+        inner: Arc<dyn reqwest::dns::Resolve>,
+    ) -> Result<Self> {
+        Self::build(options, Arc::new(policy), FilteringResolver::over(inner))
+    }
+
+    fn build(
+        options: RegistryOptions,
+        policy: Arc<AddressPolicy>,
+        resolver: FilteringResolver,
+    ) -> Result<Self> {
+        let redirects = {
+            let policy = policy.clone();
+            let insecure = options.insecure_registries.clone();
+            reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                let url = attempt.url();
+                if let Err(refused) = policy.check_url(url) {
+                    return attempt.error(refused);
+                }
+                let authority = url_authority(url);
+                if url.scheme() == "http" && !plain_http_allowed(&insecure, &authority) {
+                    let refused = Refused {
+                        host: authority,
+                        why: "a redirect to plain HTTP (not loopback or --insecure-registry)"
+                            .into(),
+                    };
+                    return attempt.error(refused);
+                }
+                // reqwest itself drops `Authorization` when host, port or scheme change.
+                attempt.follow()
+            })
+        };
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("soci-operator/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             // A stalled body counts as a dropped connection: the read resumes with Range.
-            .read_timeout(Duration::from_secs(60));
-        let mut extra_roots = Vec::new();
+            .read_timeout(Duration::from_secs(60))
+            .redirect(redirects)
+            // A proxy would resolve names itself, out of the resolver's reach.
+            .no_proxy()
+            .dns_resolver(Arc::new(resolver.clone()));
         if let Some(path) = &options.ca_bundle {
             let pem = std::fs::read(path)
                 .with_context(|| format!("reading CA bundle {}", path.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .with_context(|| format!("parsing CA bundle {}", path.display()))?;
             builder = builder.tls_certs_merge(certs);
-            extra_roots = split_pem_bundle(&pem)
-                .into_iter()
-                .map(|data| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data,
-                })
-                .collect();
         }
         Ok(Self {
             http: builder.build().context("building the HTTP client")?,
             options,
-            extra_roots,
-            handshakes: Mutex::new(HashMap::new()),
+            policy,
+            resolver,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             authorizations: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A client like this one (insecure registries, CA bundle, retries) with other credentials:
-    /// a SociIndex's own Secrets.
+    /// A client like this one (insecure registries, CA bundle, retries, address policy) with
+    /// other credentials: a SociIndex's own Secrets.
     pub fn with_credentials(&self, credentials: CredentialStore) -> Result<Self> {
-        Self::new(RegistryOptions {
-            credentials,
-            insecure_registries: self.options.insecure_registries.clone(),
-            ca_bundle: self.options.ca_bundle.clone(),
-            retry: self.options.retry,
-        })
+        let mut client = Self::build(
+            RegistryOptions {
+                credentials,
+                insecure_registries: self.options.insecure_registries.clone(),
+                ca_bundle: self.options.ca_bundle.clone(),
+                retry: self.options.retry,
+            },
+            self.policy.clone(),
+            self.resolver.clone(),
+        )?;
+        client.handshake_timeout = self.handshake_timeout;
+        Ok(client)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {
@@ -152,46 +225,72 @@ impl RegistryClient {
     }
 
     fn plain_http(&self, registry: &str) -> bool {
-        is_loopback_host(registry)
-            || self
-                .options
-                .insecure_registries
-                .iter()
-                .any(|r| r == registry)
+        plain_http_allowed(&self.options.insecure_registries, registry)
     }
 
     /// `scheme://api-host/v2/<repository>/<tail>`.
     pub fn url(&self, reference: &RegistryRef, tail: &str) -> String {
+        format!(
+            "{}/v2/{}/{tail}",
+            self.origin(reference),
+            reference.repository
+        )
+    }
+
+    /// `scheme://api-host`.
+    fn origin(&self, reference: &RegistryRef) -> String {
         let scheme = if self.plain_http(&reference.registry) {
             "http"
         } else {
             "https"
         };
-        format!(
-            "{scheme}://{}/v2/{}/{tail}",
-            reference.api_host(),
-            reference.repository
-        )
+        format!("{scheme}://{}", reference.api_host())
     }
 
-    fn handshake_client(&self, registry: &str) -> oci_client::Client {
-        let mut clients = self.handshakes.lock().expect("lock");
-        clients
-            .entry(registry.to_string())
-            .or_insert_with(|| {
-                oci_client::Client::new(ClientConfig {
-                    protocol: if self.plain_http(registry) {
-                        ClientProtocol::Http
-                    } else {
-                        ClientProtocol::Https
-                    },
-                    extra_root_certificates: self.extra_roots.clone(),
-                    connect_timeout: Some(Duration::from_secs(15)),
-                    read_timeout: Some(Duration::from_secs(60)),
-                    ..Default::default()
-                })
-            })
-            .clone()
+    /// Refuses a registry the address policy does not allow, before anything is sent.
+    fn check_registry(&self, what: &str, reference: &RegistryRef) -> RegistryResult<()> {
+        self.policy
+            .check_registry(&reference.registry)
+            .map_err(|r| RegistryError::permanent(PermanentCause::NotAllowed, what, r.to_string()))
+    }
+
+    /// Whether a request to `url` may carry the credentials made for `reference`: only to
+    /// the registry API's own host and port, and over HTTPS unless the registry is allowed
+    /// plain HTTP.
+    fn credentials_may_go(&self, reference: &RegistryRef, url: &Url) -> bool {
+        let Ok(home) = Url::parse(&self.origin(reference)) else {
+            return false;
+        };
+        let same_authority = url
+            .host_str()
+            .zip(home.host_str())
+            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+            && url.port_or_known_default() == home.port_or_known_default();
+        same_authority && (url.scheme() == "https" || self.plain_http(&reference.registry))
+    }
+
+    /// The handshake for one repository and access: the `/v2/` challenge, then Basic
+    /// credentials or a token from the realm (see `token.rs`).
+    async fn handshake_client(
+        &self,
+        what: &str,
+        reference: &RegistryRef,
+        access: Access,
+        credentials: &RegistryAuth,
+    ) -> RegistryResult<(Option<String>, Option<Duration>)> {
+        token::handshake(token::Handshake {
+            http: &self.http,
+            what,
+            origin: &self.origin(reference),
+            repository: &reference.repository,
+            push: access == Access::Push,
+            credentials,
+            registry_plain_http: self.plain_http(&reference.registry),
+            policy: &self.policy,
+            plain_http_ok: &|authority| self.plain_http(authority),
+            timeout: self.handshake_timeout,
+        })
+        .await
     }
 
     /// The `Authorization` header for this repository and access, from the cache or a fresh
@@ -206,8 +305,10 @@ impl RegistryClient {
             reference.repository.clone(),
             access,
         );
-        if let Some(v) = self.authorizations.lock().expect("lock").get(&key) {
-            return Ok(v.clone());
+        if let Some(cached) = self.authorizations.lock().expect("lock").get(&key)
+            && cached.until.is_none_or(|t| Instant::now() < t)
+        {
+            return Ok(cached.header.clone());
         }
         let what = format!("authenticating to {}", reference.registry);
         let credentials = self
@@ -217,27 +318,15 @@ impl RegistryClient {
             .map_err(|e| {
                 RegistryError::permanent(PermanentCause::Unauthorized, &what, format!("{e:#}"))
             })?;
-        let operation = match access {
-            Access::Pull => RegistryOperation::Pull,
-            Access::Push => RegistryOperation::Push,
+        let (text, lifetime) = match &credentials {
+            // A registry token is used as is, as docker does.
+            RegistryAuth::Bearer(_) => (credentials.header_text(), None),
+            _ => {
+                self.handshake_client(&what, reference, access, &credentials)
+                    .await?
+            }
         };
-        let client = self.handshake_client(&reference.registry);
-        let header = match client
-            .auth(&reference.to_oci(), &credentials, operation)
-            .await
-        {
-            Ok(Some(token)) => Some(format!("Bearer {token}")),
-            Ok(None) => match &credentials {
-                RegistryAuth::Basic(user, password) => Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-                )),
-                RegistryAuth::Bearer(token) => Some(format!("Bearer {token}")),
-                RegistryAuth::Anonymous => None,
-            },
-            Err(e) => return Err(classify_handshake_error(&what, e)),
-        };
-        let header = header
+        let header = text
             .map(|h| {
                 let mut v = HeaderValue::from_str(&h).map_err(|_| {
                     RegistryError::permanent(
@@ -250,10 +339,14 @@ impl RegistryClient {
                 Ok(v)
             })
             .transpose()?;
-        self.authorizations
-            .lock()
-            .expect("lock")
-            .insert(key, header.clone());
+        let until = lifetime.and_then(|l| Instant::now().checked_add(l));
+        self.authorizations.lock().expect("lock").insert(
+            key,
+            CachedAuthorization {
+                header: header.clone(),
+                until,
+            },
+        );
         Ok(header)
     }
 
@@ -275,16 +368,26 @@ impl RegistryClient {
         access: Access,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> RegistryResult<reqwest::Response> {
+        self.check_registry(what, reference)?;
         let mut refreshed = false;
         loop {
             let auth = self.authorization(reference, access).await?;
-            let mut request = build(&self.http);
-            if let Some(a) = &auth {
-                request = request.header(AUTHORIZATION, a.clone());
-            }
-            let request = request
+            let mut request = build(&self.http)
                 .build()
                 .map_err(|e| RegistryError::from_reqwest(what, &e))?;
+            // Every URL (also a `Link` or `Location` from the registry) is checked, and the
+            // credentials go only where they were made for.
+            self.policy.check_url(request.url()).map_err(|r| {
+                RegistryError::permanent(PermanentCause::NotAllowed, what, r.to_string())
+            })?;
+            request.headers_mut().remove(AUTHORIZATION);
+            let attached = match &auth {
+                Some(a) if self.credentials_may_go(reference, request.url()) => {
+                    request.headers_mut().insert(AUTHORIZATION, a.clone());
+                    true
+                }
+                _ => false,
+            };
             REQUESTS
                 .with_label_values(&[request.method().as_str()])
                 .inc();
@@ -292,9 +395,9 @@ impl RegistryClient {
                 .http
                 .execute(request)
                 .await
-                .map_err(|e| RegistryError::from_reqwest(what, &e))?;
+                .map_err(|e| classify_handshake_error(what, &e))?;
             let status = response.status().as_u16();
-            if status == 401 && auth.is_some() && !refreshed {
+            if status == 401 && attached && !refreshed {
                 refreshed = true;
                 self.forget_authorization(reference, access);
                 continue;
@@ -367,46 +470,98 @@ pub async fn expect_status(
     Err(RegistryError::from_status(what, status, &body, None))
 }
 
-fn classify_handshake_error(what: &str, error: OciDistributionError) -> RegistryError {
-    match error {
-        OciDistributionError::RequestError(e) => RegistryError::from_reqwest(what, &e),
-        OciDistributionError::ServerError { code, message, .. } => {
-            RegistryError::from_status(what, code, message.as_bytes(), None)
+/// A transport failure, or a refusal by our resolver or redirect policy (permanent: the
+/// same name or redirect is refused again).
+pub(super) fn classify_handshake_error(what: &str, error: &reqwest::Error) -> RegistryError {
+    match refusal_in(error) {
+        Some(refused) => {
+            RegistryError::permanent(PermanentCause::NotAllowed, what, refused.to_string())
         }
-        OciDistributionError::AuthenticationFailure(reason) => RegistryError::permanent(
-            PermanentCause::Unauthorized,
-            what,
-            format!("token request refused: {}", reason.trim()),
-        ),
-        OciDistributionError::UnauthorizedError { url } => RegistryError::permanent(
-            PermanentCause::Unauthorized,
-            what,
-            format!("unauthorized at {url}"),
-        ),
-        other => RegistryError::permanent(PermanentCause::Invalid, what, other.to_string()),
+        None => RegistryError::from_reqwest(what, error),
     }
 }
 
-/// oci-client wants one certificate per entry.
-fn split_pem_bundle(pem: &[u8]) -> Vec<Vec<u8>> {
-    const END: &str = "-----END CERTIFICATE-----";
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let Some(end) = rest[start..].find(END) else {
-            break;
-        };
-        let stop = start + end + END.len();
-        out.push(format!("{}\n", &rest[start..stop]).into_bytes());
-        rest = &rest[stop..];
+/// Loopback registries, and those named by `--insecure-registry`, are spoken to over plain
+/// HTTP.
+fn plain_http_allowed(insecure_registries: &[String], authority: &str) -> bool {
+    is_loopback_host(authority)
+        || insecure_registries
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(authority))
+}
+
+fn url_authority(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => String::new(),
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(insecure: &[&str]) -> RegistryClient {
+        RegistryClient::new(RegistryOptions {
+            credentials: CredentialStore::default(),
+            insecure_registries: insecure.iter().map(|s| s.to_string()).collect(),
+            ca_bundle: None,
+            retry: RetryPolicy::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_registry_host_and_port_over_allowed_schemes() {
+        let c = client(&["plain.example:5000"]);
+        let may = |reference: &str, url: &str| {
+            c.credentials_may_go(
+                &RegistryRef::parse(reference).unwrap(),
+                &Url::parse(url).unwrap(),
+            )
+        };
+        assert!(may(
+            "reg.example/a:1",
+            "https://reg.example/v2/a/blobs/uploads/x"
+        ));
+        assert!(may(
+            "reg.example/a:1",
+            "https://REG.example:443/v2/a/tags/list?n=1"
+        ));
+        assert!(!may(
+            "reg.example/a:1",
+            "https://other.example/v2/a/tags/list"
+        ));
+        assert!(!may("reg.example/a:1", "https://reg.example:8443/v2/a/"));
+        assert!(!may(
+            "reg.example/a:1",
+            "https://reg.example.evil.net/v2/a/"
+        ));
+        // Plain HTTP to a host that is neither loopback nor --insecure-registry.
+        assert!(!may("reg.example/a:1", "http://reg.example:443/v2/a/"));
+        assert!(!may("reg.example/a:1", "http://reg.example/v2/a/"));
+        assert!(may(
+            "plain.example:5000/a:1",
+            "http://plain.example:5000/v2/a/"
+        ));
+        assert!(!may(
+            "plain.example:5000/a:1",
+            "http://plain.example:5001/v2/a/"
+        ));
+        assert!(may("127.0.0.1:5000/a:1", "http://127.0.0.1:5000/v2/a/"));
+        assert!(!may("127.0.0.1:5000/a:1", "http://127.0.0.1:5001/v2/a/"));
+        assert!(!may("127.0.0.1:5000/a:1", "http://localhost:5000/v2/a/"));
+        // docker.io's API host is registry-1.docker.io.
+        assert!(may(
+            "busybox",
+            "https://registry-1.docker.io/v2/library/busybox/manifests/x"
+        ));
+        assert!(!may(
+            "busybox",
+            "https://docker.io/v2/library/busybox/manifests/x"
+        ));
+    }
 
     #[test]
     fn backoff_is_capped_and_honours_retry_after() {
@@ -424,13 +579,5 @@ mod tests {
             Duration::from_secs(7)
         );
         assert_eq!(p.delay(0, Some(Duration::from_secs(3600))), MAX_RETRY_AFTER);
-    }
-
-    #[test]
-    fn pem_bundles_split_per_certificate() {
-        let one = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----";
-        let bundle = format!("{one}\n# comment\n{one}\n");
-        assert_eq!(split_pem_bundle(bundle.as_bytes()).len(), 2);
-        assert!(split_pem_bundle(b"nothing").is_empty());
     }
 }

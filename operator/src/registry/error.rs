@@ -21,6 +21,9 @@ pub enum PermanentCause {
     Invalid,
     /// The registry refuses the operation itself (a DELETE where deletes are disabled).
     Unsupported,
+    /// Our address policy refuses the host (`--allowed-registries`, `--denied-registries`,
+    /// link-local and metadata addresses, plain-HTTP token realms).
+    NotAllowed,
 }
 
 /// One failed registry operation. `what` names the operation and object (for example
@@ -128,6 +131,7 @@ impl fmt::Display for RegistryError {
             (_, Some(PermanentCause::NotFound)) => "permanent: not found",
             (_, Some(PermanentCause::DigestMismatch)) => "permanent: content mismatch",
             (_, Some(PermanentCause::Unsupported)) => "permanent: unsupported",
+            (_, Some(PermanentCause::NotAllowed)) => "permanent: not allowed",
             _ => "permanent",
         };
         write!(f, "{}: {} ({class})", self.what, self.cause)

@@ -2,12 +2,15 @@
 //! retries, exact-byte manifests, streaming and resumable blob reads, mounts and uploads.
 //!
 //! - [`reference`]: `host[:port]/repo[:tag][@digest]`, docker.io normalisation, loopback rules.
+//! - [`address_policy`]: which hosts may be contacted (allowed/denied globs, no metadata).
 //! - [`auth`]: docker `config.json` credentials and credential helpers.
+//! - [`token`]: the `WWW-Authenticate` challenge and bearer-token handshake.
 //! - [`client`]: the authenticated request path, retry policy, plain HTTP / CA bundle.
 //! - [`manifests`], [`blobs`]: the distribution API calls we use.
 //! - [`referrers`]: manifests naming a subject (v1 SOCI indexes): the API or the tag schema.
 //! - [`error`]: transient versus permanent failures (exit codes 3 and 1).
 
+pub mod address_policy;
 pub mod auth;
 pub mod blobs;
 pub mod client;
@@ -15,7 +18,10 @@ pub mod error;
 pub mod manifests;
 pub mod reference;
 pub mod referrers;
+pub mod token;
 
+#[cfg(test)]
+mod authz_tests;
 #[cfg(test)]
 mod fault_tests;
 

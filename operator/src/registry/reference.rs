@@ -1,6 +1,6 @@
 //! Registry image references: `host[:port]/repository[:tag][@digest]`, normalised like
 //! containerd and docker (`busybox` is `docker.io/library/busybox:latest`). The grammar and the
-//! docker.io rules are oci-client's (`oci_spec::distribution::Reference`); this type adds what
+//! docker.io rules are oci-spec's (`oci_spec::distribution::Reference`); this type adds what
 //! we need around them: the API host, plain-HTTP decisions and a stable display form.
 
 use anyhow::{Result, bail};
@@ -19,7 +19,7 @@ pub struct RegistryRef {
 impl RegistryRef {
     pub fn parse(s: &str) -> Result<Self> {
         let text = s.strip_prefix("docker://").unwrap_or(s);
-        let parsed: oci_client::Reference = match text.parse() {
+        let parsed: oci_spec::distribution::Reference = match text.parse() {
             Ok(r) => r,
             Err(e) => bail!("{s:?}: not an image reference: {e}"),
         };
@@ -64,15 +64,6 @@ impl RegistryRef {
             r.digest = None;
         }
         r
-    }
-
-    /// The reference in oci-client's type, for its authentication handshake.
-    pub fn to_oci(&self) -> oci_client::Reference {
-        oci_client::Reference::with_tag(
-            self.registry.clone(),
-            self.repository.clone(),
-            self.tag.clone().unwrap_or_else(|| "latest".into()),
-        )
     }
 
     pub fn repository_display(&self) -> String {
