@@ -119,6 +119,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         image: args.worker_image.clone(),
         pod,
         insecure_registries: args.registry.insecure_registries.clone(),
+        allowed_registries: args.registry.allowed_registries.clone(),
+        denied_registries: args.registry.denied_registries.clone(),
     };
     super::runtime()?.block_on(async move {
         let client = kube::Client::try_default()

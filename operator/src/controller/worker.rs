@@ -64,6 +64,10 @@ pub struct WorkerOptions {
     pub pod: WorkerPodConfig,
     /// `--insecure-registry` values handed on to the worker.
     pub insecure_registries: Vec<String>,
+    /// `--allowed-registries` / `--denied-registries` handed on, so the worker refuses what
+    /// the controller refuses (also for hosts a registry points it to).
+    pub allowed_registries: Vec<String>,
+    pub denied_registries: Vec<String>,
 }
 
 /// The worker's report, written as JSON to its termination message (at most 4 KiB).
@@ -123,6 +127,12 @@ pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOpti
     }
     for r in &options.insecure_registries {
         args.extend(["--insecure-registry".into(), r.clone()]);
+    }
+    for g in &options.allowed_registries {
+        args.extend(["--allowed-registries".into(), g.clone()]);
+    }
+    for g in &options.denied_registries {
+        args.extend(["--denied-registries".into(), g.clone()]);
     }
 
     let credentials = spec.credentials.clone().unwrap_or_default();
@@ -429,6 +439,8 @@ mod tests {
                 ..Default::default()
             },
             insecure_registries: vec!["reg".into()],
+            allowed_registries: vec!["*.corp.example".into()],
+            denied_registries: vec!["bad.corp.example".into()],
         };
         let job = build_job(&owner(), &request(), &options);
         let meta = &job.metadata;
@@ -470,6 +482,8 @@ mod tests {
         ));
         assert!(args.contains("--platform linux/amd64"));
         assert!(args.contains("--insecure-registry reg"));
+        assert!(args.contains("--allowed-registries *.corp.example"));
+        assert!(args.contains("--denied-registries bad.corp.example"));
         assert_eq!(c.env.as_ref().unwrap()[0].name, "KUBERNETES_SERVICE_HOST");
     }
 
