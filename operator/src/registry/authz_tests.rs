@@ -616,3 +616,32 @@ async fn registries_outside_the_allowed_list_or_in_the_denied_list_get_nothing()
         reason::REGISTRY_NOT_ALLOWED
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spec_image_on_a_refused_registry_stalls_with_registry_not_allowed() {
+    use crate::controller::plan::FailureClass;
+    let registry = token_server();
+    let name = format!("blocked.test:{}", registry.port());
+    let setup = Setup::new(&name)
+        .insecure(&name)
+        .denied("blocked.test")
+        .resolve("blocked.test", &["127.0.0.1"]);
+    let failure = crate::controller::registry_check::resolve(
+        &setup.client(),
+        &format!("{name}/app:v1"),
+        None,
+        "web",
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    assert_eq!(failure.class, FailureClass::Permanent);
+    assert_eq!(failure.reason, reason::REGISTRY_NOT_ALLOWED);
+    assert!(
+        failure.message.contains("--denied-registries"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(setup.resolver.asked(), Vec::<String>::new());
+    assert!(registry.requests().is_empty());
+}

@@ -400,7 +400,7 @@ pub fn parse_token_reply(body: &[u8]) -> Result<Token, String> {
     })
 }
 
-/// Reads at most `limit` bytes of a body; `Err(true)` when there were more.
+/// Reads a body of at most `limit` bytes, stopping as soon as it is longer.
 pub async fn read_capped(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadCapped> {
     let mut out = Vec::new();
     let mut stream = response.bytes_stream();
@@ -679,7 +679,7 @@ mod tests {
             assert!(e.contains(expect), "{bad:?}: {e}");
         }
         assert!(
-            parse(&"Bearer realm=x,".repeat(1))
+            parse("Bearer realm=x,")
                 .and_then(|c| choose_scheme(&c))
                 .is_ok()
         );
