@@ -6,7 +6,7 @@
 
 use crate::conversion::compression_of_media_type;
 use crate::image::ImageSource;
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use soci_format::oci::{self, Descriptor, Index, Manifest};
 use std::collections::HashMap;
 
@@ -49,6 +49,12 @@ pub struct LayerStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ztoc: Option<String>,
 }
+
+/// Image manifests of one index that we check: each costs requests and memory, and a registry
+/// decides how many there are. Multi-platform images have a few dozen at most.
+pub const MAX_IMAGE_MANIFESTS: usize = 128;
+/// Layers of one image manifest (overlayfs stacks at most about 128 of them).
+pub const MAX_LAYERS: usize = 1024;
 
 fn is_soci_entry(d: &Descriptor) -> bool {
     d.artifact_type
@@ -101,6 +107,13 @@ pub async fn image_entries<S: ImageSource>(source: &S) -> Result<ImageEntries> {
             manifests.push(d);
         }
     }
+    if manifests.len() > MAX_IMAGE_MANIFESTS {
+        bail!(
+            "{}: the image index lists {} image manifests; at most {MAX_IMAGE_MANIFESTS} are checked",
+            source.describe(),
+            manifests.len()
+        );
+    }
     Ok(ImageEntries {
         target,
         manifests,
@@ -151,6 +164,15 @@ async fn inspect_manifest<S: ImageSource>(
         .ok_or_else(|| anyhow!("{}: manifest {} missing", source.describe(), entry.digest))?;
     let manifest = Manifest::from_json(&bytes)
         .map_err(|e| anyhow!("{}: manifest {}: {e}", source.describe(), entry.digest))?;
+    drop(bytes);
+    let layer_count = manifest.layers.as_ref().map_or(0, Vec::len);
+    if layer_count > MAX_LAYERS {
+        bail!(
+            "{}: manifest {} lists {layer_count} layers; at most {MAX_LAYERS} are checked",
+            source.describe(),
+            entry.digest
+        );
+    }
     let platform = match &entry.platform {
         Some(p) => soci_format::platform::format(p),
         None => "(from config)".into(),

@@ -20,7 +20,8 @@
 
 use crate::image::registry_io::RegistrySource;
 use crate::image::{BlobReader, ImageSource, VerifiedReader};
-use crate::readiness::{ImageEntries, image_entries};
+use crate::readiness::{ImageEntries, MAX_LAYERS, image_entries};
+use crate::registry::limits::{self, BODY_MEMORY, Held, append_counted};
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -28,9 +29,6 @@ use soci_format::oci::{self, Descriptor, Manifest};
 use soci_format::ztoc::{CompressionAlgorithm, Ztoc, hex_lower};
 use soci_format::ztoc_reader::{self, SpanRange};
 use std::sync::Arc;
-
-/// zTOCs are a few MiB at most in practice (the TOC plus 32 KiB per span); refuse absurd sizes.
-const MAX_ZTOC_BYTES: i64 = 1 << 30;
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -196,6 +194,15 @@ async fn verify_platform<S: ImageSource>(
             return Ok(report);
         }
     };
+    drop(bytes);
+    let layer_count = manifest.layers.as_ref().map_or(0, Vec::len);
+    if layer_count > MAX_LAYERS {
+        report.problems.push(problem(format!(
+            "image manifest {} lists {layer_count} layers; at most {MAX_LAYERS} are checked",
+            entry.digest
+        )));
+        return Ok(report);
+    }
     let annotated = manifest
         .annotations
         .as_ref()
@@ -324,6 +331,13 @@ async fn verify_platform<S: ImageSource>(
         .into_iter()
         .filter(|d| d.media_type == oci::SOCI_ZTOC_MEDIA_TYPE)
         .collect();
+    if ztocs.len() > MAX_LAYERS {
+        report.problems.push(problem(format!(
+            "SOCI index {index_digest} lists {} zTOCs; at most {MAX_LAYERS} are checked",
+            ztocs.len()
+        )));
+        return Ok(report);
+    }
     if ztocs.is_empty() {
         report
             .problems
@@ -358,18 +372,20 @@ async fn verify_platform<S: ImageSource>(
     Ok(report)
 }
 
-/// Reads a whole blob, checked against its descriptor.
-async fn read_blob<S: ImageSource>(
-    source: &S,
-    desc: &Descriptor,
-    label: String,
-) -> Result<Vec<u8>> {
-    let mut reader = VerifiedReader::new(source.open_blob(desc).await?, desc, label);
-    let mut out = Vec::with_capacity(desc.size.max(0) as usize);
+/// Reads a zTOC whole (flatbuffers need the whole buffer), its size and sha256 checked while
+/// it streams (a byte past the descriptor's size stops it), into one buffer that grows with
+/// what arrives and is counted in the process's body memory; the [`Held`] share lasts as long
+/// as the caller keeps it.
+async fn read_ztoc_blob<S: ImageSource>(source: &S, z: &Descriptor) -> Result<(Vec<u8>, Held)> {
+    let label = format!("zTOC {}", z.digest);
+    let mut reader = VerifiedReader::new(source.open_blob(z).await?, z, label.clone());
+    let mut held = Held::new(&BODY_MEMORY);
+    let mut out = Vec::new();
+    let size = z.size.max(0) as u64;
     while let Some(chunk) = reader.next_chunk().await? {
-        out.extend_from_slice(&chunk);
+        append_counted(&label, &mut out, &chunk, size, &mut held)?;
     }
-    Ok(out)
+    Ok((out, held))
 }
 
 /// The problems of one zTOC (empty when it is fine).
@@ -380,6 +396,14 @@ async fn verify_ztoc<S: ImageSource>(
     deep: bool,
     spans_checked: &mut usize,
 ) -> Result<Vec<String>> {
+    // Before any request: a size we would not read is refused as declared.
+    if z.size <= 0 || z.size as u64 > limits::ZTOC.bytes {
+        return Ok(vec![format!(
+            "the descriptor declares {} bytes; a zTOC must have 1 to {} bytes (not downloaded)",
+            z.size,
+            limits::ZTOC.bytes
+        )]);
+    }
     match source.blob_present(z).await {
         Ok(true) => {}
         Ok(false) => {
@@ -389,14 +413,15 @@ async fn verify_ztoc<S: ImageSource>(
         }
         Err(e) => return Ok(vec![finding(e)?]),
     }
-    if z.size <= 0 || z.size > MAX_ZTOC_BYTES {
-        return Ok(vec![format!("implausible zTOC size {}", z.size)]);
-    }
-    let bytes = match read_blob(source, z, format!("zTOC {}", z.digest)).await {
+    let (bytes, _held) = match read_ztoc_blob(source, z).await {
         Ok(b) => b,
         Err(e) => return Ok(vec![finding(e)?]),
     };
-    let ztoc = match ztoc_reader::read_ztoc(&bytes) {
+    let parsed = ztoc_reader::read_ztoc(&bytes);
+    // The parsed zTOC is what the checks read; the raw bytes go now (the share of the body
+    // memory stays until the parsed copy goes too).
+    drop(bytes);
+    let ztoc = match parsed {
         Ok(t) => t,
         Err(e) => return Ok(vec![format!("does not parse: {e}")]),
     };

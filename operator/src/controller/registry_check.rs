@@ -9,14 +9,17 @@ use crate::api::condition::{self, LAZY_LOAD_READY};
 use crate::api::{ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, TargetSpec};
 use crate::image::registry_io::RegistrySource;
 use crate::readiness::{ImageReport, inspect_with};
+use crate::registry::digest::is_valid_digest;
 use crate::registry::error::PermanentCause;
+use crate::registry::limits;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use crate::verification::verify_binding;
 use std::sync::Arc;
 
-/// Maps a registry failure to the reason and class the plan acts on.
+/// Maps a registry failure to the reason and class the plan acts on. The message goes into a
+/// status and Events: no URL query strings (pre-signed URLs), bounded length.
 pub fn failure_of(error: &anyhow::Error) -> Failure {
-    let message = format!("{error:#}");
+    let message = limits::sanitize(&format!("{error:#}"), limits::MESSAGE_CHARS);
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<RegistryError>() {
             if e.is_transient() {
@@ -238,8 +241,15 @@ pub fn settled_image(
     {
         return None;
     }
-    let source_digest = before.source_digest.clone()?;
-    let target_digest = before.target_digest.clone()?;
+    // A status is input too: digests that are not digests take the full check.
+    let source_digest = before
+        .source_digest
+        .clone()
+        .filter(|d| is_valid_digest(d))?;
+    let target_digest = before
+        .target_digest
+        .clone()
+        .filter(|d| is_valid_digest(d))?;
     let source = RegistryRef::parse(spec_image).ok()?;
     let target = target_reference(&source, target_spec, image_name).ok()?;
     if before.target.as_deref() != Some(target.to_string().as_str()) {
@@ -437,14 +447,18 @@ mod tests {
         ));
     }
 
+    const SRC: &str = "sha256:5555555555555555555555555555555555555555555555555555555555555555";
+    const TGT: &str = "sha256:7777777777777777777777777777777777777777777777777777777777777777";
+    const OLD: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
     fn verified_status(image: &str, target: &str) -> ImageStatus {
         ImageStatus {
             name: "web".into(),
             image: image.into(),
-            source_digest: Some("sha256:src".into()),
+            source_digest: Some(SRC.into()),
             target: Some(target.into()),
-            target_digest: Some("sha256:tgt".into()),
-            deploy: Some(format!("{target}@sha256:tgt")),
+            target_digest: Some(TGT.into()),
+            deploy: Some(format!("{target}@{TGT}")),
             platforms: vec![PlatformStatus {
                 platform: "linux/amd64".into(),
                 soci_index_digest: Some("sha256:idx".into()),
@@ -473,20 +487,20 @@ mod tests {
             .expect("the source tag is asked");
         assert_eq!(
             (source.to_string().as_str(), want.as_str()),
-            ("reg:5000/app:v1", "sha256:src")
+            ("reg:5000/app:v1", SRC)
         );
         let (target, want) = &settled.target_tag;
         assert_eq!(
             (target.to_string().as_str(), want.as_str()),
-            ("reg:5000/app:v1-soci", "sha256:tgt")
+            ("reg:5000/app:v1-soci", TGT)
         );
         let resolved = settled.observation.resolved.as_ref().unwrap();
-        assert_eq!(resolved.source, "reg:5000/app@sha256:src");
-        assert_eq!(resolved.digest, "sha256:src");
+        assert_eq!(resolved.source, format!("reg:5000/app@{SRC}"));
+        assert_eq!(resolved.digest, SRC);
         assert_eq!(
             settled.observation.target,
             Some(Ok(TargetCheck::Bound {
-                digest: "sha256:tgt".into(),
+                digest: TGT.into(),
                 platforms: before.platforms.clone(),
             }))
         );
@@ -506,7 +520,7 @@ mod tests {
         assert!(settled.source_tag.is_none());
         // Another pin than the one verified is a new build, not a recheck.
         let mut moved = before.clone();
-        moved.source_digest = Some("sha256:old".into());
+        moved.source_digest = Some(OLD.into());
         assert!(settled_image("web", pinned, None, &moved).is_none());
 
         let in_place = TargetSpec {
@@ -517,12 +531,9 @@ mod tests {
         let settled =
             settled_image("web", "reg:5000/app:v1", Some(&in_place), &before).expect("settled");
         assert!(settled.source_tag.is_none());
-        assert_eq!(settled.target_tag.1, "sha256:tgt");
+        assert_eq!(settled.target_tag.1, TGT);
         // The tag resolves to what we pushed, as the full check would see it.
-        assert_eq!(
-            settled.observation.resolved.as_ref().unwrap().digest,
-            "sha256:tgt"
-        );
+        assert_eq!(settled.observation.resolved.as_ref().unwrap().digest, TGT);
     }
 
     #[test]
@@ -558,6 +569,45 @@ mod tests {
             ..Default::default()
         };
         assert!(settled_image("web", image, Some(&suffix), &good).is_none());
+    }
+
+    #[test]
+    fn digests_in_a_status_that_are_not_digests_take_the_full_check() {
+        let image = "reg:5000/app:v1";
+        let upper = format!("sha256:{}", "A".repeat(64));
+        for bad in [
+            "latest",
+            "sha256:../../../v2/other/manifests/x",
+            upper.as_str(),
+        ] {
+            let mut status = verified_status(image, "reg:5000/app:v1-soci");
+            status.target_digest = Some(bad.into());
+            assert!(
+                settled_image("web", image, None, &status).is_none(),
+                "{bad}"
+            );
+            let mut status = verified_status(image, "reg:5000/app:v1-soci");
+            status.source_digest = Some(bad.into());
+            assert!(
+                settled_image("web", image, None, &status).is_none(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn failure_messages_lose_url_queries_and_are_bounded() {
+        let error: anyhow::Error = RegistryError::transient(
+            "GET blob sha256:x in r/a",
+            "error sending request for url (https://bucket.s3.example/x?X-Amz-Signature=abc&X-Amz-Security-Token=tok)",
+        )
+        .into();
+        let error = error.context(format!("reading layer, then {}", "z".repeat(100_000)));
+        let failure = failure_of(&error);
+        assert!(!failure.message.contains("X-Amz"), "{}", failure.message);
+        assert!(!failure.message.contains("tok"), "{}", failure.message);
+        assert!(failure.message.chars().count() <= limits::MESSAGE_CHARS + 10);
+        assert_eq!(failure.class, super::super::plan::FailureClass::Transient);
     }
 
     #[test]
