@@ -328,18 +328,20 @@ impl RegistryBlobReader {
         if left.is_zero() {
             return Err(self.too_slow());
         }
-        let response = self
-            .client
-            .send(&what, &self.repo, Access::Pull, |c| {
-                // The stream's own deadline, not the per-request one: a large blob takes long.
-                let r = c.get(&url).timeout(left);
-                if offset > 0 {
-                    r.header(RANGE, format!("bytes={offset}-"))
-                } else {
-                    r
-                }
-            })
-            .await?;
+        // The stream's own deadline, not the per-request one (a large blob takes long), also
+        // around the authentication `send` may do first.
+        let sent = self.client.send(&what, &self.repo, Access::Pull, |c| {
+            let r = c.get(&url).timeout(left);
+            if offset > 0 {
+                r.header(RANGE, format!("bytes={offset}-"))
+            } else {
+                r
+            }
+        });
+        let response = match tokio::time::timeout_at(deadline, sent).await {
+            Ok(response) => response?,
+            Err(_) => return Err(self.too_slow()),
+        };
         let response = expect_status(&what, response, &[200, 206]).await?;
         self.skip = 0;
         if offset > 0 {
@@ -366,9 +368,13 @@ impl RegistryBlobReader {
         Ok(())
     }
 
-    fn too_slow(&mut self) -> RegistryError {
+    fn too_slow(&self) -> RegistryError {
         let (received, size) = (self.received, self.size);
-        let budget = self.budget().budget();
+        let budget = self
+            .budget
+            .as_ref()
+            .map(RetryBudget::budget)
+            .unwrap_or_default();
         RegistryError::transient(
             self.what(),
             format!(
