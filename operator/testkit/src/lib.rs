@@ -8,6 +8,7 @@
 //! - [`corpus`]: the conversion cases with their flags and expected outcome.
 //! - [`oracle`]: locate/run upstream `soci convert --standalone`, run ours, compare layouts.
 //! - [`fault_proxy`]: a seeded fault-injecting HTTP proxy (5xx, 429, resets, stalls, cut bodies).
+//! - [`hostile`]: a loopback HTTP server whose every answer the test chooses (hostile registries).
 //! - [`link_proxy`]: a TCP proxy paced like a network link of a given speed (benchmarks).
 //! - [`registry`]: a real local registry (Debian's `docker-registry`) and a small client for it.
 
@@ -17,6 +18,7 @@ pub mod compress;
 pub mod corpus;
 pub mod data;
 pub mod fault_proxy;
+pub mod hostile;
 pub mod layout;
 pub mod link_proxy;
 pub mod oracle;
