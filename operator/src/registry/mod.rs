@@ -22,6 +22,8 @@ pub mod referrers;
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+pub(crate) mod hostile_tests;
 
 pub use client::{RegistryClient, RegistryOptions, RetryPolicy};
 pub use error::RegistryError;
