@@ -6,6 +6,7 @@
 
 use crate::conversion::compression_of_media_type;
 use crate::image::ImageSource;
+use crate::registry::limits::{BODY_MEMORY, Held};
 use anyhow::{Result, anyhow, bail};
 use soci_format::oci::{self, Descriptor, Index, Manifest};
 use std::collections::HashMap;
@@ -63,6 +64,46 @@ fn is_soci_entry(d: &Descriptor) -> bool {
             .is_some()
 }
 
+/// The JSON one report reads, counted in the process's registry body memory for as long as the
+/// report is being made (its source keeps every document it fetched until then): a registry
+/// serving many large manifests gets a transient failure, not the operator's memory.
+pub struct JsonRead {
+    held: Held,
+    total: u64,
+}
+
+impl Default for JsonRead {
+    fn default() -> Self {
+        Self {
+            held: Held::new(&BODY_MEMORY),
+            total: 0,
+        }
+    }
+}
+
+impl JsonRead {
+    /// `bytes` more that the report's source keeps.
+    pub fn count(&mut self, what: &str, bytes: u64) -> Result<()> {
+        self.total += bytes;
+        self.held.grow_to(what, self.total)?;
+        Ok(())
+    }
+
+    /// `source.read_json(desc)`, counted.
+    pub async fn read<S: ImageSource>(
+        &mut self,
+        source: &S,
+        desc: &Descriptor,
+    ) -> Result<Option<Vec<u8>>> {
+        let bytes = source.read_json(desc).await?;
+        if let Some(b) = &bytes {
+            let what = format!("{}: reading {}", source.describe(), desc.digest);
+            self.count(&what, b.len() as u64)?;
+        }
+        Ok(bytes)
+    }
+}
+
 /// What an image's root names, as `inspect` and `verify` both read it.
 pub struct ImageEntries {
     pub target: Descriptor,
@@ -72,8 +113,13 @@ pub struct ImageEntries {
     pub notes: Vec<String>,
 }
 
-pub async fn image_entries<S: ImageSource>(source: &S) -> Result<ImageEntries> {
+pub async fn image_entries<S: ImageSource>(
+    source: &S,
+    json: &mut JsonRead,
+) -> Result<ImageEntries> {
     let target = source.resolve().await?.target;
+    // The source keeps the root it resolved.
+    json.count(&source.describe(), target.size.max(0) as u64)?;
     let mut notes = Vec::new();
     let mut manifests = Vec::new();
     if !oci::is_index_type(&target.media_type) {
@@ -84,11 +130,12 @@ pub async fn image_entries<S: ImageSource>(source: &S) -> Result<ImageEntries> {
             notes,
         });
     }
-    let bytes = source
-        .read_json(&target)
+    let bytes = json
+        .read(source, &target)
         .await?
         .ok_or_else(|| anyhow!("{}: image index missing", source.describe()))?;
     let index = Index::from_json(&bytes).map_err(|e| anyhow!("{}: {e}", source.describe()))?;
+    drop(bytes);
     for d in index.manifests.unwrap_or_default() {
         if is_soci_entry(&d) {
             if d.artifact_type.is_empty() {
@@ -134,14 +181,15 @@ pub async fn inspect_with<S: ImageSource>(
     min_layer_size: i64,
     find_v1: bool,
 ) -> Result<ImageReport> {
+    let mut json = JsonRead::default();
     let ImageEntries {
         target,
         manifests: entries,
         notes,
-    } = image_entries(source).await?;
+    } = image_entries(source, &mut json).await?;
     let mut platforms = Vec::new();
     for entry in entries {
-        platforms.push(inspect_manifest(source, &entry, min_layer_size, find_v1).await?);
+        platforms.push(inspect_manifest(source, &mut json, &entry, min_layer_size, find_v1).await?);
     }
     Ok(ImageReport {
         image: source.describe(),
@@ -154,12 +202,13 @@ pub async fn inspect_with<S: ImageSource>(
 
 async fn inspect_manifest<S: ImageSource>(
     source: &S,
+    json: &mut JsonRead,
     entry: &Descriptor,
     min_layer_size: i64,
     find_v1: bool,
 ) -> Result<PlatformReport> {
-    let bytes = source
-        .read_json(entry)
+    let bytes = json
+        .read(source, entry)
         .await?
         .ok_or_else(|| anyhow!("{}: manifest {} missing", source.describe(), entry.digest))?;
     let manifest = Manifest::from_json(&bytes)
@@ -208,7 +257,7 @@ async fn inspect_manifest<S: ImageSource>(
     if let Some((digest, binding)) = found {
         report.soci_index = Some(digest.clone());
         let desc = Descriptor::new(oci::MEDIA_TYPE_OCI_MANIFEST, &digest, 0);
-        match source.read_json(&desc).await {
+        match json.read(source, &desc).await {
             Ok(Some(b)) => match Manifest::from_json(&b) {
                 Ok(m)
                     if m.config.media_type == oci::SOCI_INDEX_ARTIFACT_TYPE_V2

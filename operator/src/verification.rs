@@ -20,7 +20,7 @@
 
 use crate::image::registry_io::RegistrySource;
 use crate::image::{BlobReader, ImageSource, VerifiedReader};
-use crate::readiness::{ImageEntries, MAX_LAYERS, image_entries};
+use crate::readiness::{ImageEntries, JsonRead, MAX_LAYERS, image_entries};
 use crate::registry::limits::{self, BODY_MEMORY, Held, append_counted};
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::Result;
@@ -120,14 +120,15 @@ fn finding(e: anyhow::Error) -> Result<String> {
 
 /// Verifies the binding of any image source (registry or layout).
 pub async fn verify<S: ImageSource>(source: &S, deep: bool) -> Result<VerificationReport> {
+    let mut json = JsonRead::default();
     let ImageEntries {
         target,
         manifests: entries,
         mut notes,
-    } = image_entries(source).await?;
+    } = image_entries(source, &mut json).await?;
     let mut platforms = Vec::new();
     for entry in &entries {
-        platforms.push(verify_platform(source, entry, deep, &mut notes).await?);
+        platforms.push(verify_platform(source, &mut json, entry, deep, &mut notes).await?);
     }
     let mut problems = Vec::new();
     if !platforms.iter().any(|p| p.binding.starts_with("bound")) {
@@ -150,6 +151,7 @@ pub async fn verify<S: ImageSource>(source: &S, deep: bool) -> Result<Verificati
 
 async fn verify_platform<S: ImageSource>(
     source: &S,
+    json: &mut JsonRead,
     entry: &Descriptor,
     deep: bool,
     notes: &mut Vec<String>,
@@ -172,7 +174,7 @@ async fn verify_platform<S: ImageSource>(
         ztoc: None,
         message,
     };
-    let bytes = match source.read_json(entry).await {
+    let bytes = match json.read(source, entry).await {
         Ok(Some(b)) => b,
         Ok(None) => {
             report
@@ -245,7 +247,7 @@ async fn verify_platform<S: ImageSource>(
 
     // The SOCI index, fetched by digest from the manifests endpoint, as the snapshotter does.
     let desc = Descriptor::new(oci::MEDIA_TYPE_OCI_MANIFEST, &index_digest, 0);
-    let index_bytes = match source.read_json(&desc).await {
+    let index_bytes = match json.read(source, &desc).await {
         Ok(Some(b)) => b,
         Ok(None) => {
             report.problems.push(problem(format!(
@@ -373,15 +375,16 @@ async fn verify_platform<S: ImageSource>(
 }
 
 /// Reads a zTOC whole (flatbuffers need the whole buffer), its size and sha256 checked while
-/// it streams (a byte past the descriptor's size stops it), into one buffer that grows with
-/// what arrives and is counted in the process's body memory; the [`Held`] share lasts as long
-/// as the caller keeps it.
+/// it streams (a byte past the descriptor's size stops it), into one buffer; what arrives is
+/// counted in the process's body memory, and the [`Held`] share lasts as long as the caller
+/// keeps it.
 async fn read_ztoc_blob<S: ImageSource>(source: &S, z: &Descriptor) -> Result<(Vec<u8>, Held)> {
     let label = format!("zTOC {}", z.digest);
     let mut reader = VerifiedReader::new(source.open_blob(z).await?, z, label.clone());
     let mut held = Held::new(&BODY_MEMORY);
-    let mut out = Vec::new();
     let size = z.size.max(0) as u64;
+    // The size is checked (at most 48 MiB): one buffer, never moved, resident as it fills.
+    let mut out = Vec::with_capacity(size as usize);
     while let Some(chunk) = reader.next_chunk().await? {
         append_counted(&label, &mut out, &chunk, size, &mut held)?;
     }

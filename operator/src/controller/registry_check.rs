@@ -81,6 +81,8 @@ pub async fn target_binding(
     else {
         return Ok(TargetCheck::Missing);
     };
+    // Only its digest is needed from here on; the bytes (up to 4 MiB) go now.
+    let found_digest = found.digest;
     let source = RegistryRef::parse(&resolved.source)
         .map_err(|e| Failure::permanent(reason::INVALID_REFERENCE, format!("{e:#}")))?;
     let min = settings.min_layer_size;
@@ -88,7 +90,7 @@ pub async fn target_binding(
     let source_report = inspect_with(&RegistrySource::new(client.clone(), source), min, false)
         .await
         .map_err(|e| failure_of(&e))?;
-    let pinned_target = target.with_reference(&found.digest);
+    let pinned_target = target.with_reference(&found_digest);
     let find_v1 = settings.index_version == IndexVersion::V1;
     let target_report = inspect_with(
         &RegistrySource::new(client.clone(), pinned_target),
@@ -113,7 +115,7 @@ pub async fn target_binding(
     };
     // What the snapshotter checks when it loads the index (canonical JSON, zTOCs parseable,
     // span offsets increasing): a bound target failing it is not lazily loadable.
-    let report = verify_binding(client.clone(), target.with_reference(&found.digest), false)
+    let report = verify_binding(client.clone(), target.with_reference(&found_digest), false)
         .await
         .map_err(|e| failure_of(&e))?;
     let problems: Vec<String> = report
@@ -627,3 +629,7 @@ mod tests {
 #[cfg(test)]
 #[path = "settled_registry_tests.rs"]
 mod registry_tests;
+
+#[cfg(test)]
+#[path = "check_hostile_tests.rs"]
+mod hostile_tests;

@@ -72,7 +72,7 @@ impl RegistryClient {
                 return Ok(None);
             }
             let response = expect_status(&what, response, &[200]).await?;
-            let bytes = read_body(&what, response, limits::CONFIG).await?;
+            let (bytes, _memory) = read_body(&what, response, limits::CONFIG).await?;
             let actual = soci_format::oci::sha256_digest(&bytes);
             if actual != digest {
                 return Err(RegistryError::permanent(

@@ -45,10 +45,11 @@ pub const TAG_PAGE: BodyLimit = BodyLimit {
 };
 
 /// zTOCs are read whole (flatbuffers need the whole buffer). Upstream zTOCs are the TOC plus
-/// 32 KiB per span: a few MiB for a large layer. A descriptor declaring more is refused before
-/// the download starts.
+/// 32 KiB per span: a few MiB for a large layer, 48 MiB for about 6 GiB of layer at the
+/// default 4 MiB spans. A descriptor declaring more is refused before the download starts.
+/// At most [`BODY_MEMORY_BYTES`]: a larger one could never be read.
 pub const ZTOC: BodyLimit = BodyLimit {
-    bytes: 64 * MIB,
+    bytes: 48 * MIB,
     kind: "zTOC",
 };
 
@@ -64,12 +65,34 @@ pub const REGISTRY_TEXT_CHARS: usize = 512;
 /// Characters of a whole registry error message (what we did and why it failed).
 pub const MESSAGE_CHARS: usize = 2048;
 
-/// Bytes of registry bodies being read into memory at once, process-wide (every SociIndex's
-/// client shares it): with caps per body alone, 16 reconciles reading 4 MiB bodies, or a few
-/// 64 MiB zTOCs, would be more than the controller's memory.
-pub const BODY_MEMORY_BYTES: u64 = 64 * MIB;
+/// Bytes of registry bodies held in memory at once, process-wide (every SociIndex's client
+/// shares it): with caps per body alone, 16 reconciles reading 4 MiB bodies, or a few large
+/// zTOCs, would be more than the controller's memory. Counted while a body is read, while a
+/// fetched manifest is kept, while a check keeps the JSON it read, and while a zTOC is checked.
+/// The benchmark in `controller/check_hostile_tests.rs` keeps 32 hostile checks under 100 MiB
+/// with this.
+pub const BODY_MEMORY_BYTES: u64 = 48 * MIB;
 /// The first bytes of each body are not counted, so small manifests never wait on big ones.
 pub const BODY_MEMORY_FREE: u64 = 64 * KIB;
+
+/// Makes the allocator give freed registry bodies back. glibc raises its mmap threshold to the
+/// size of each large buffer freed (up to 32 MiB), after which buffers of that size come from
+/// its arenas and stay resident once freed: 32 checks reading 4 MiB bodies left 70 MiB behind
+/// that [`BODY_MEMORY`] no longer counted. A fixed trim threshold turns the raising off, so
+/// large buffers are mapped and unmapped. Called first thing by `main` (and the benchmark).
+pub fn return_freed_memory_promptly() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_TRIM_THRESHOLD: i32 = -1;
+        unsafe extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        // SAFETY: mallopt only sets an allocator parameter; no memory is touched.
+        unsafe {
+            mallopt(M_TRIM_THRESHOLD, 128 << 10);
+        }
+    }
+}
 
 /// A process-wide count of bytes held, with a cap; see [`BODY_MEMORY`].
 #[derive(Debug)]
@@ -177,36 +200,51 @@ pub fn too_large(what: &str, limit: BodyLimit, declared: Option<u64>) -> Registr
 /// A body we keep, read whole but never past `limit`: a declared `Content-Length` past the
 /// limit is refused before reading, an undeclared (chunked) body stops one byte past it, and a
 /// body shorter than it declared is a transient failure (cut short). The request's own
-/// deadline (see `RetryPolicy::request_timeout`) bounds the time.
+/// deadline (see `RetryPolicy::request_timeout`) bounds the time. The body stays counted in
+/// [`BODY_MEMORY`] while the caller keeps the [`Held`].
 pub async fn read_body(
     what: &str,
     mut response: reqwest::Response,
     limit: BodyLimit,
-) -> RegistryResult<Vec<u8>> {
+) -> RegistryResult<(Vec<u8>, Held)> {
     let declared = response.content_length();
     if let Some(n) = declared
         && n > limit.bytes
     {
         return Err(too_large(what, limit, Some(n)));
     }
-    // Memory follows what arrives, not what is declared: a registry declaring 4 MiB and
-    // sending a byte a minute holds nothing of the budget.
+    // The budget follows what arrives, not what is declared: a registry declaring 4 MiB and
+    // sending a byte a minute holds nothing of it (nor resident memory: the buffer's pages
+    // are touched as they are written).
     let mut held = Held::new(&BODY_MEMORY);
-    let mut out = Vec::new();
-    let grow_until = declared.unwrap_or(limit.bytes).min(limit.bytes);
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let len = out.len() as u64 + chunk.len() as u64;
+    let out = match declared {
+        Some(n) => {
+            let mut out = Vec::with_capacity(n as usize);
+            while let Some(chunk) = next_chunk(what, &mut response).await? {
+                append_counted(what, &mut out, &chunk, n, &mut held)?;
+            }
+            out
+        }
+        // Chunked: the chunks are kept as they came (a growing buffer would copy itself and
+        // leave its old copies to the allocator) and joined once at the end.
+        None => {
+            let mut chunks = Vec::new();
+            let mut len = 0u64;
+            while let Some(chunk) = next_chunk(what, &mut response).await? {
+                len += chunk.len() as u64;
                 if len > limit.bytes {
                     return Err(too_large(what, limit, None));
                 }
-                append_counted(what, &mut out, &chunk, grow_until, &mut held)?;
+                held.grow_to(what, len)?;
+                chunks.push(chunk);
             }
-            Ok(None) => break,
-            Err(e) => return Err(RegistryError::from_reqwest(what, &e)),
+            let mut out = Vec::with_capacity(len as usize);
+            for chunk in chunks.drain(..) {
+                out.extend_from_slice(&chunk);
+            }
+            out
         }
-    }
+    };
     if let Some(n) = declared
         && n != out.len() as u64
     {
@@ -215,12 +253,23 @@ pub async fn read_body(
             format!("body ended after {} of {n} bytes", out.len()),
         ));
     }
-    Ok(out)
+    Ok((out, held))
 }
 
-/// Appends `chunk` to `out`, growing it by doubling as `Vec` does but never past `limit` (a
-/// body just under its limit must not cost twice the limit), each new capacity counted in
-/// `held` first.
+async fn next_chunk(
+    what: &str,
+    response: &mut reqwest::Response,
+) -> RegistryResult<Option<bytes::Bytes>> {
+    response
+        .chunk()
+        .await
+        .map_err(|e| RegistryError::from_reqwest(what, &e))
+}
+
+/// Appends `chunk` to `out`, the bytes held counted in `held` first. A buffer made with its
+/// exact final capacity never moves (its pages become resident as they are written); one
+/// that grows doubles as `Vec` does but never past `limit` (a body just under its limit must
+/// not cost twice the limit).
 pub fn append_counted(
     what: &str,
     out: &mut Vec<u8>,
@@ -229,10 +278,10 @@ pub fn append_counted(
     held: &mut Held,
 ) -> RegistryResult<()> {
     let needed = out.len() + chunk.len();
+    held.grow_to(what, needed as u64)?;
     if needed > out.capacity() {
         let doubled = (out.capacity() * 2).max(needed).max(8 * 1024);
         let target = doubled.min(limit as usize).max(needed);
-        held.grow_to(what, target as u64)?;
         out.reserve_exact(target - out.len());
     }
     out.extend_from_slice(chunk);
@@ -351,7 +400,10 @@ mod tests {
         while v.len() + 7_000 <= limit as usize {
             append_counted("x", &mut v, &[7u8; 7_000], limit, &mut held).unwrap();
             assert!(v.capacity() as u64 <= limit, "{}", v.capacity());
-            assert!(BUDGET.used() + BODY_MEMORY_FREE >= v.capacity() as u64);
+            assert_eq!(
+                BUDGET.used() + BODY_MEMORY_FREE,
+                v.len().max(BODY_MEMORY_FREE as usize) as u64
+            );
         }
     }
 
@@ -387,6 +439,6 @@ mod tests {
             "{e}"
         );
         let e = too_large("x", ZTOC, None);
-        assert!(e.to_string().contains("64 MiB limit for a zTOC"), "{e}");
+        assert!(e.to_string().contains("48 MiB limit for a zTOC"), "{e}");
     }
 }

@@ -21,6 +21,12 @@ pub struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub media_type: String,
     pub digest: String,
+    /// The bytes' share of the process's registry body memory, given back when dropped.
+    #[expect(
+        dead_code,
+        reason = "kept for its Drop: the bytes stay counted while kept"
+    )]
+    pub memory: limits::Held,
 }
 
 impl RegistryClient {
@@ -44,7 +50,7 @@ impl RegistryClient {
             let response = expect_status(&what, response, &[200]).await?;
             let content_type = header_text(&response, CONTENT_TYPE.as_str());
             let advertised = header_text(&response, DIGEST_HEADER);
-            let bytes = read_body(&what, response, limits::MANIFEST).await?;
+            let (bytes, memory) = read_body(&what, response, limits::MANIFEST).await?;
             let digest = sha256_digest(&bytes);
             if reference.contains(':') && reference != digest {
                 return Err(RegistryError::permanent(
@@ -67,6 +73,7 @@ impl RegistryClient {
                 bytes,
                 media_type,
                 digest,
+                memory,
             }))
         })
         .await
@@ -206,7 +213,7 @@ impl RegistryClient {
                     }
                     let response = expect_status(&what, response, &[200]).await?;
                     let link = header_text(&response, "link");
-                    let bytes = read_body(&what, response, limits::TAG_PAGE).await?;
+                    let (bytes, _memory) = read_body(&what, response, limits::TAG_PAGE).await?;
                     let page: Page = serde_json::from_slice(&bytes).map_err(|e| {
                         RegistryError::permanent(PermanentCause::Invalid, &what, e.to_string())
                     })?;

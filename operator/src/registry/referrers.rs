@@ -100,7 +100,7 @@ impl RegistryClient {
                 _ => {}
             }
             let response = expect_status(&what, response, &[200]).await?;
-            let bytes = read_body(&what, response, limits::REFERRERS).await?;
+            let (bytes, _memory) = read_body(&what, response, limits::REFERRERS).await?;
             // Some proxies answer 200 with a non-index page for an unknown path.
             match Index::from_json(&bytes) {
                 Ok(index) => Ok(Some(index.manifests.unwrap_or_default())),
