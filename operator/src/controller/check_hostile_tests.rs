@@ -298,6 +298,52 @@ async fn an_index_of_a_thousand_platforms_is_refused_without_fetching_them() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_of_two_thousand_layers_is_refused() {
+    let layers: Vec<Descriptor> = (0..2000)
+        .map(|i| {
+            Descriptor::new(
+                oci::MEDIA_TYPE_OCI_LAYER_GZIP,
+                &oci::sha256_digest(format!("l{i}").as_bytes()),
+                100,
+            )
+        })
+        .collect();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: oci::MEDIA_TYPE_OCI_MANIFEST.into(),
+        config: Descriptor::new(oci::MEDIA_TYPE_OCI_CONFIG, &oci::sha256_digest(b"{}"), 2),
+        layers: Some(layers),
+        ..Manifest::default()
+    }
+    .to_go_json();
+    let server = registry(move |req| {
+        if req.path_only().ends_with("/manifests/v1")
+            || req.path.contains(&oci::sha256_digest(&manifest))
+        {
+            json(&manifest)
+        } else {
+            Reply::status(404)
+        }
+    });
+    let image = format!("{}/app:v1", server.host());
+    let source = RegistrySource::new(client(), RegistryRef::parse(&image).unwrap());
+    let (report, _) = within(LIMIT, inspect_with(&source, 0, false)).await;
+    let e = report.expect_err("refused");
+    assert!(
+        format!("{e:#}").contains("lists 2000 layers; at most 1024 are checked"),
+        "{e:#}"
+    );
+    let (verified, _) = within(LIMIT, crate::verification::verify(&source, false)).await;
+    let lines = verified.unwrap().problem_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("lists 2000 layers; at most 1024")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_source_manifest_is_a_clear_failure_in_bounded_time() {
     let endless = registry(|_| Reply::endless(vec![b'{'; 64 << 10]));
     let (check, _) = within(LIMIT, full_check(&client(), &endless)).await;
