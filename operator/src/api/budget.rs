@@ -3,7 +3,10 @@
 //! each one's registry lists (unbounded when `spec.platforms` is empty). [`fit`] keeps the
 //! status JSON under [`STATUS_BUDGET`] by cutting, in this order: the per-image condition
 //! messages, then the per-platform detail of the images from the last one back. The `Ready`
-//! condition says what was cut.
+//! condition says what was cut. What is left is set by the spec, which the CRD bounds: even
+//! 256 images of the longest references stay near 650 KiB, under half of etcd's limit.
+//! Cut platform detail costs the cheap settled check (those images get the full check) and
+//! cleanup's list of SOCI index digests for them.
 
 use super::SociIndexStatus;
 use super::condition::{self, MAX_MESSAGE, READY};
@@ -208,6 +211,24 @@ mod tests {
         let cut = fit(&mut one, STATUS_BUDGET);
         assert_eq!(cut.platforms_dropped, 1);
         assert!(json_len(&one) <= STATUS_BUDGET);
+    }
+
+    #[test]
+    fn the_largest_spec_the_crd_admits_leaves_a_status_far_below_etcds_limit() {
+        use crate::api::limits::{MAX_IMAGE_REFERENCE, MAX_IMAGES, MAX_TAG_TEMPLATE};
+        // References and messages of the longest, and a 4-MiB platform name (from a registry).
+        let mut worst = status(MAX_IMAGES, 32, &"m".repeat(MAX_MESSAGE));
+        for (i, image) in worst.images.iter_mut().enumerate() {
+            image.name = format!("{i:0>63}");
+            image.image = "r".repeat(MAX_IMAGE_REFERENCE);
+            let target = "t".repeat(MAX_IMAGE_REFERENCE + MAX_TAG_TEMPLATE);
+            image.deploy = Some(format!("{target}@sha256:{}", "d".repeat(64)));
+            image.target = Some(target);
+        }
+        worst.images[0].platforms[0].platform = "p".repeat(4 << 20);
+        fit(&mut worst, STATUS_BUDGET);
+        let size = json_len(&worst);
+        assert!(size < 1536 * 1024 / 2, "{size}");
     }
 
     #[test]
