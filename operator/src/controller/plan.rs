@@ -345,19 +345,32 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(720 * 3600);
 /// integer nanoseconds: `None` when malformed or longer than [`Duration::MAX`], never a panic.
 /// Fraction digits below a nanosecond are dropped.
 pub fn parse_duration(text: &str) -> Option<Duration> {
+    parse_go_duration(text).ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DurationError {
+    Malformed,
+    /// Well-formed, but longer than [`Duration::MAX`].
+    TooLong,
+}
+
+fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
+    use DurationError::*;
     if text.is_empty() {
-        return None;
+        return Err(Malformed);
     }
-    let mut total: u128 = 0;
+    // `None` once a sum or product has overflowed; the syntax is still checked to the end.
+    let mut total: Option<u128> = Some(0);
     let mut rest = text;
     while !rest.is_empty() {
         let (whole, after) = split_digits(rest);
         if whole.is_empty() {
-            return None;
+            return Err(Malformed);
         }
         let (fraction, after) = match after.strip_prefix('.') {
             Some(tail) => match split_digits(tail) {
-                ("", _) => return None,
+                ("", _) => return Err(Malformed),
                 split => split,
             },
             None => ("", after),
@@ -371,23 +384,24 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         } else if let Some(a) = after.strip_prefix('h') {
             (3_600_000_000_000, a)
         } else {
-            return None;
+            return Err(Malformed);
         };
-        // More digits than u128 holds fail here, as does any product past it.
-        let mut part = whole.parse::<u128>().ok()?.checked_mul(unit)?;
+        // More digits than u128 holds fail to parse, as does any product past it.
+        let mut part = whole.parse::<u128>().ok().and_then(|w| w.checked_mul(unit));
         let mut scale = unit;
         for digit in fraction.bytes() {
             scale /= 10;
             if scale == 0 {
                 break;
             }
-            part = part.checked_add(u128::from(digit - b'0') * scale)?;
+            part = part.and_then(|p| p.checked_add(u128::from(digit - b'0') * scale));
         }
-        total = total.checked_add(part)?;
+        total = total.zip(part).and_then(|(t, p)| t.checked_add(p));
         rest = after;
     }
-    let seconds = u64::try_from(total / 1_000_000_000).ok()?;
-    Some(Duration::new(seconds, (total % 1_000_000_000) as u32))
+    let total = total.ok_or(TooLong)?;
+    let seconds = u64::try_from(total / 1_000_000_000).map_err(|_| TooLong)?;
+    Ok(Duration::new(seconds, (total % 1_000_000_000) as u32))
 }
 
 fn split_digits(text: &str) -> (&str, &str) {
@@ -400,12 +414,14 @@ fn split_digits(text: &str) -> (&str, &str) {
 /// An interval (`spec.interval`, the interval flags) within [`MIN_INTERVAL`]..=[`MAX_INTERVAL`],
 /// or why not (the text quoted, cut short: an object that bypassed the CRD may hold anything).
 pub fn bounded_interval(text: &str) -> Result<Duration, String> {
-    let mut quoted = format!("{text:?}");
-    condition::truncate(&mut quoted, 80);
-    let duration = parse_duration(text)
-        .ok_or_else(|| format!("{quoted} is not a duration like 30s, 5m or 1h30m"))?;
+    let quoted = quote(text);
+    let outside = || format!("{quoted} is outside 10s..720h (30 days)");
+    let duration = parse_go_duration(text).map_err(|e| match e {
+        DurationError::TooLong => outside(),
+        DurationError::Malformed => format!("{quoted} is not a duration like 30s, 5m or 1h30m"),
+    })?;
     if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&duration) {
-        return Err(format!("{quoted} is outside 10s..720h (30 days)"));
+        return Err(outside());
     }
     Ok(duration)
 }
