@@ -341,21 +341,18 @@ pub fn target_reference(
 pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(720 * 3600);
 
-/// A Go duration as the CRD admits it (`90s`, `30m`, `1h30m`, `1.5h`, `500ms`), in checked
-/// integer nanoseconds: `None` when malformed or longer than [`Duration::MAX`], never a panic.
-/// Fraction digits below a nanosecond are dropped.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    parse_go_duration(text).ok()
-}
-
+/// Why [`parse_duration`] refused a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DurationError {
+pub enum DurationError {
     Malformed,
     /// Well-formed, but longer than [`Duration::MAX`].
     TooLong,
 }
 
-fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
+/// A Go duration as the CRD admits it (`90s`, `30m`, `1h30m`, `1.5h`, `500ms`), in checked
+/// integer nanoseconds: never a panic, whatever the text. Fraction digits below a nanosecond
+/// are dropped.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     use DurationError::*;
     if text.is_empty() {
         return Err(Malformed);
@@ -416,7 +413,7 @@ fn split_digits(text: &str) -> (&str, &str) {
 pub fn bounded_interval(text: &str) -> Result<Duration, String> {
     let quoted = quote(text);
     let outside = || format!("{quoted} is outside 10s..720h (30 days)");
-    let duration = parse_go_duration(text).map_err(|e| match e {
+    let duration = parse_duration(text).map_err(|e| match e {
         DurationError::TooLong => outside(),
         DurationError::Malformed => format!("{quoted} is not a duration like 30s, 5m or 1h30m"),
     })?;
