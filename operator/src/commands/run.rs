@@ -32,14 +32,19 @@ pub struct RunArgs {
     /// Watch this namespace (repeatable; default: all namespaces).
     #[arg(long = "namespace", value_name = "NS")]
     namespaces: Vec<String>,
-    /// How often a SociIndex without spec.interval is checked again (30s, 5m, 1h30m)
-    /// [default: 1h].
+    /// How often a SociIndex without spec.interval is checked again (30s, 5m, 1h30m; 10s to
+    /// 720h) [default: 1h].
     #[arg(long, value_name = "DURATION")]
     default_interval: Option<String>,
     /// How often an image that is settled (verified, nothing moved) gets the full check of its
-    /// target (manifests, SOCI index, zTOCs) instead of one HEAD per tag; 0: every interval.
+    /// target (manifests, SOCI index, zTOCs) instead of one HEAD per tag (10s to 720h); 0: every
+    /// interval.
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     full_check_interval: String,
+    /// A reconcile still running after this long is abandoned and retried with backoff (10s to
+    /// 720h).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    reconcile_timeout: String,
     /// SociIndexes reconciled at once, over every watched namespace.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
     max_concurrent_reconciles: u16,
@@ -79,24 +84,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         None => WorkerPodConfig::default(),
     };
-    let full_check_interval = plan::parse_duration(&args.full_check_interval)
-        .or_else(|| (args.full_check_interval == "0").then_some(Duration::ZERO))
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--full-check-interval {:?}: expected a duration like 30m or 24h, or 0",
-                args.full_check_interval
-            ))
-        })?;
+    let full_check_interval =
+        duration_flag("--full-check-interval", &args.full_check_interval, true)?;
     let default_interval = match &args.default_interval {
         None => plan::DEFAULT_INTERVAL,
-        Some(text) => plan::parse_duration(text)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                UsageError(format!(
-                    "--default-interval {text:?}: expected a duration like 30s, 5m or 1h30m"
-                ))
-            })?,
+        Some(text) => duration_flag("--default-interval", text, false)?,
     };
+    let reconcile_timeout = duration_flag("--reconcile-timeout", &args.reconcile_timeout, false)?;
     let leader = if args.leader_elect {
         let namespace = match &args.leader_election_namespace {
             Some(ns) => ns.clone(),
@@ -144,6 +138,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             synced: Default::default(),
             standby: Default::default(),
             credentials: Default::default(),
+            reconcile_timeout,
+            retries: Default::default(),
         });
         if args.metrics_addr != "off" {
             let addr: SocketAddr = args
@@ -163,6 +159,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         };
         crate::controller::runtime::run(ctx, options).await
     })
+}
+
+/// A duration flag within the bounds of `spec.interval` (10s to 720h), or `0` where
+/// `zero_allowed`: a clean usage error at start-up for anything else.
+fn duration_flag(flag: &str, text: &str, zero_allowed: bool) -> Result<Duration, UsageError> {
+    if zero_allowed && text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    plan::bounded_interval(text).map_err(|why| UsageError(format!("{flag} {why}")))
 }
 
 /// `$POD_NAMESPACE`, else the in-cluster service account's namespace.
@@ -223,5 +228,35 @@ async fn serve_metrics(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
             );
             let _ = stream.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_flags_out_of_bounds_are_usage_errors() {
+        assert_eq!(
+            duration_flag("--default-interval", "90m", false).unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            duration_flag("--full-check-interval", "0", true).unwrap(),
+            Duration::ZERO
+        );
+        for (flag, text, zero) in [
+            // Used to panic in Duration::from_secs_f64 at start-up.
+            ("--default-interval", "99999999999999999999h", false),
+            ("--full-check-interval", "5000000000000000h", true),
+            ("--default-interval", "0", false),
+            ("--default-interval", "1s", false),
+            ("--full-check-interval", "721h", true),
+            ("--reconcile-timeout", "5 minutes", false),
+            ("--reconcile-timeout", "", false),
+        ] {
+            let error = duration_flag(flag, text, zero).unwrap_err();
+            assert!(error.0.starts_with(flag), "{}", error.0);
+        }
     }
 }
