@@ -9,6 +9,7 @@ use crate::ztoc::{
     BUILD_TOOL_IDENTIFIER, CompressionAlgorithm, CompressionInfo, FileMetadata, ZTOC_VERSION, Ztoc,
     ZtocBytes, hex_lower, tar_zinfo_bytes,
 };
+use crate::ztoc_reader::MAX_SPANS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerCompression {
@@ -66,6 +67,10 @@ pub enum LayerError {
     TooManyEntries(usize),
     #[error("span size must be greater than zero")]
     ZeroSpanSize,
+    #[error("more than {0} spans: use a larger span size")]
+    TooManySpans(usize),
+    #[error("{0}")]
+    ZtocTooLarge(#[from] crate::ztoc::ZtocTooLarge),
 }
 
 /// What a finished build yields.
@@ -274,6 +279,10 @@ impl LayerIndexer {
                 if self.compressed_size > self.max_uncompressed {
                     return Err(ZinfoError::TooLarge(self.max_uncompressed).into());
                 }
+                // One digest per span is kept: their number is bounded before they pile up.
+                if self.compressed_size.div_ceil(self.span_size) > MAX_SPANS as u64 {
+                    return Err(LayerError::TooManySpans(MAX_SPANS));
+                }
                 if tar.is_done() {
                     Ok(())
                 } else {
@@ -305,15 +314,19 @@ impl LayerIndexer {
             Spans::Tar => {
                 let size = self.compressed_size;
                 let span = self.span_size;
-                let mut max_span_id = (size / span) as i64;
-                if size.is_multiple_of(span) {
-                    max_span_id -= 1;
-                }
+                // Upstream's MaxSpanID: the index of the last span, -1 for an empty file.
+                let max_span_id = i32::try_from(size.div_ceil(span))
+                    .map_err(|_| LayerError::TooManySpans(MAX_SPANS))?
+                    - 1;
+                let too_big = |_| LayerError::TooManySpans(MAX_SPANS);
                 CompressionInfo {
                     algorithm: Some(CompressionAlgorithm::Uncompressed),
-                    max_span_id: max_span_id as i32,
+                    max_span_id,
                     span_digests: Vec::new(),
-                    checkpoints: tar_zinfo_bytes(span as i64, size as i64),
+                    checkpoints: tar_zinfo_bytes(
+                        i64::try_from(span).map_err(too_big)?,
+                        i64::try_from(size).map_err(too_big)?,
+                    ),
                 }
             }
         };
@@ -344,7 +357,7 @@ impl LayerIndexer {
             },
         };
         Ok(BuiltZtoc {
-            bytes: ztoc.into_bytes(),
+            bytes: ztoc.into_bytes()?,
             span_count,
             file_count,
             compressed_size: self.compressed_size,
