@@ -9,6 +9,7 @@ use crate::ztoc::{
     BUILD_TOOL_IDENTIFIER, CompressionAlgorithm, CompressionInfo, FileMetadata, ZTOC_VERSION, Ztoc,
     ZtocBytes, hex_lower, tar_zinfo_bytes,
 };
+use crate::ztoc::{MAX_ZTOC_BYTES, ZtocTooLarge};
 use crate::ztoc_reader::MAX_SPANS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +71,7 @@ pub enum LayerError {
     #[error("more than {0} spans: use a larger span size")]
     TooManySpans(usize),
     #[error("{0}")]
-    ZtocTooLarge(#[from] crate::ztoc::ZtocTooLarge),
+    ZtocTooLarge(#[from] ZtocTooLarge),
 }
 
 /// What a finished build yields.
@@ -111,6 +112,11 @@ pub struct LayerIndexer {
 struct TocCollector {
     entries: Vec<FileMetadata>,
     max_entries: usize,
+    /// What the entries add to the zTOC so far ([`FileMetadata::size_bound`]), and the most
+    /// they may: a TOC that cannot be written (PAX records by the million) stops here, not
+    /// after the whole layer was read into memory.
+    bytes: u64,
+    max_bytes: u64,
 }
 
 impl TocCollector {
@@ -118,7 +124,12 @@ impl TocCollector {
         if self.entries.len() >= self.max_entries {
             return Err(LayerError::TooManyEntries(self.max_entries));
         }
-        self.entries.push(file_metadata(entry)?);
+        let entry = file_metadata(entry)?;
+        self.bytes = self.bytes.saturating_add(entry.size_bound());
+        if self.bytes > self.max_bytes {
+            return Err(ZtocTooLarge { bound: self.bytes }.into());
+        }
+        self.entries.push(entry);
         Ok(())
     }
 }
@@ -219,6 +230,8 @@ impl LayerIndexer {
             toc: TocCollector {
                 entries: Vec::new(),
                 max_entries: limits.max_entries,
+                bytes: 0,
+                max_bytes: MAX_ZTOC_BYTES,
             },
             compressed_size: 0,
             max_uncompressed: limits.max_uncompressed_bytes,
@@ -477,6 +490,23 @@ mod tests {
         .unwrap();
         indexer.push(&tar(2 << 20)[..(1 << 20) + 3]).unwrap();
         drop(indexer); // must return: the hasher thread sees the hang-up
+    }
+
+    /// A TOC that could never be written stops while the layer streams (the limit is
+    /// lowered from 2 GiB to keep the test small).
+    #[test]
+    fn a_toc_past_the_ztoc_size_limit_stops_the_build() {
+        let blob = tar(1 << 20);
+        let mut indexer = LayerIndexer::new(
+            LayerCompression::Uncompressed,
+            4096,
+            IndexerLimits::default(),
+        )
+        .unwrap();
+        indexer.toc.max_bytes = 1000;
+        let e = indexer.push(&blob).unwrap_err();
+        assert!(matches!(e, LayerError::ZtocTooLarge(_)), "{e}");
+        assert!(e.to_string().contains("a flatbuffer can address"), "{e}");
     }
 
     #[test]

@@ -170,6 +170,27 @@ fn string_bound(len: usize) -> u64 {
     len as u64 + 8
 }
 
+impl FileMetadata {
+    /// An upper bound of what this entry adds to a serialised zTOC.
+    pub fn size_bound(&self) -> u64 {
+        // Vector slot, table (soffset, 7 offsets, 5 i64 and 2 u32 with padding), vtable.
+        let mut n: u64 = 4 + 128 + 32 + 16;
+        for field in [&self.name, &self.linkname, &self.uname, &self.gname] {
+            n = n.saturating_add(string_bound(field.len()));
+        }
+        n = n
+            .saturating_add(string_bound(self.file_type.len()))
+            .saturating_add(string_bound(self.mod_time.len()));
+        for (key, value) in &self.xattrs {
+            n = n
+                .saturating_add(4 + 16 + 8 + 4)
+                .saturating_add(string_bound(key.len()))
+                .saturating_add(string_bound(value.len()));
+        }
+        n
+    }
+}
+
 impl Ztoc {
     /// An upper bound of the serialised size (every field present, worst padding).
     pub fn size_bound(&self) -> u64 {
@@ -185,20 +206,7 @@ impl Ztoc {
         }
         n = n.saturating_add(16);
         for fm in &self.toc {
-            // Vector slot, table (soffset, 7 offsets, 5 i64 and 2 u32 with padding), vtable.
-            n = n.saturating_add(4 + 128 + 32 + 16);
-            for field in [&fm.name, &fm.linkname, &fm.uname, &fm.gname] {
-                n = n.saturating_add(string_bound(field.len()));
-            }
-            n = n
-                .saturating_add(string_bound(fm.file_type.len()))
-                .saturating_add(string_bound(fm.mod_time.len()));
-            for (key, value) in &fm.xattrs {
-                n = n
-                    .saturating_add(4 + 16 + 8 + 4)
-                    .saturating_add(string_bound(key.len()))
-                    .saturating_add(string_bound(value.len()));
-            }
+            n = n.saturating_add(fm.size_bound());
         }
         n
     }
