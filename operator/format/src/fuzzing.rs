@@ -37,8 +37,10 @@ pub fn ztoc_reader(data: &[u8]) {
     };
     assert!(z.toc.len() <= MAX_TOC_ENTRIES);
     let _ = check_toc(&z);
+    // The sizes a manifest written with the zTOC would declare to match it.
     let own = z.compressed_archive_size.max(0) as u64;
-    for layer_size in [declared, own].into_iter().chain(DECLARED_SIZES) {
+    let tar_zinfo = parse_tar_zinfo(&z.compression.checkpoints).map_or(0, |t| t.size.max(0) as u64);
+    for layer_size in [declared, own, tar_zinfo].into_iter().chain(DECLARED_SIZES) {
         let Ok(spans) = span_ranges(&z, layer_size) else {
             continue;
         };
