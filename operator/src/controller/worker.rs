@@ -118,6 +118,9 @@ pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOpti
             IndexVersion::V2 => "v2".into(),
         },
     ];
+    if spec.target.as_ref().and_then(|t| t.in_place) == Some(true) {
+        args.push("--in-place".into());
+    }
     for p in &settings.platforms {
         args.extend(["--platform".into(), p.clone()]);
     }
@@ -471,6 +474,26 @@ mod tests {
         assert!(args.contains("--platform linux/amd64"));
         assert!(args.contains("--insecure-registry reg"));
         assert_eq!(c.env.as_ref().unwrap()[0].name, "KUBERNETES_SERVICE_HOST");
+    }
+
+    /// An in-place target tells the worker to re-check the tag before rewriting it.
+    #[test]
+    fn an_in_place_target_makes_the_worker_recheck_its_tag() {
+        let args = |o: &SociIndex| {
+            let job = build_job(o, &request(), &WorkerOptions::default());
+            job.spec.unwrap().template.spec.unwrap().containers[0]
+                .args
+                .clone()
+                .unwrap()
+        };
+        let in_place = "--in-place".to_string();
+        assert!(!args(&owner()).contains(&in_place));
+        let mut o = owner();
+        o.spec.target = Some(crate::api::TargetSpec {
+            in_place: Some(true),
+            ..Default::default()
+        });
+        assert!(args(&o).contains(&in_place));
     }
 
     #[test]
