@@ -3,7 +3,7 @@
 
 use super::registry_args::RegistryArgs;
 use crate::controller::runtime::{LeaderOptions, RunOptions, identity};
-use crate::controller::worker::{WorkerOptions, WorkerPodConfig};
+use crate::controller::worker::{NamespaceSet, TenantPolicy, WorkerOptions, WorkerPodConfig};
 use crate::controller::{self, Context, Metrics, plan, slots};
 use crate::exit::UsageError;
 use anyhow::{Context as _, Result};
@@ -49,6 +49,30 @@ pub struct RunArgs {
     /// Worker Jobs running at once per source registry host (0: no cap).
     #[arg(long, default_value_t = 2, value_name = "N")]
     max_jobs_per_registry: usize,
+    /// Worker Jobs running at once per namespace, so that one namespace cannot hold every
+    /// slot (0: no cap).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    max_jobs_per_namespace: usize,
+    /// Namespaces whose SociIndexes may name spec.credentials.serviceAccountName (the worker
+    /// runs as it, with its token); repeatable or comma-separated, `*` for all. Default: none
+    /// (such a SociIndex stalls with SpecNotAllowed).
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    allow_spec_service_account: Vec<String>,
+    /// Namespaces whose SociIndexes may set spec.job.nodeSelector and spec.job.tolerations;
+    /// repeatable or comma-separated, `*` for all. Default: none (SpecNotAllowed).
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    allow_spec_scheduling: Vec<String>,
+    /// Namespaces where a SociIndex without spec.credentials.secretRefs uses the operator's own
+    /// registry credentials (--registry-config, else the docker defaults); repeatable or
+    /// comma-separated, `*` for all. Default: none (such SociIndexes are anonymous). Cleanup
+    /// never uses them.
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    operator_credentials_namespaces: Vec<String>,
+    /// How long after a SociIndex's deletion its cleanup (deletionPolicy Delete) may keep
+    /// failing before the finalizer is released anyway, with a Warning Event listing what was
+    /// left in the registry.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    cleanup_timeout: String,
     /// Run the controllers only while holding a coordination.k8s.io Lease (for replicas > 1).
     #[arg(long)]
     leader_elect: bool,
@@ -97,6 +121,19 @@ pub fn run(args: RunArgs) -> Result<()> {
                 ))
             })?,
     };
+    let cleanup_timeout = plan::parse_duration(&args.cleanup_timeout)
+        .or_else(|| (args.cleanup_timeout == "0").then_some(Duration::ZERO))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--cleanup-timeout {:?}: expected a duration like 10m or 1h, or 0",
+                args.cleanup_timeout
+            ))
+        })?;
+    let tenants = TenantPolicy {
+        service_account: NamespaceSet::from_values(&args.allow_spec_service_account),
+        scheduling: NamespaceSet::from_values(&args.allow_spec_scheduling),
+        operator_credentials: NamespaceSet::from_values(&args.operator_credentials_namespaces),
+    };
     let leader = if args.leader_elect {
         let namespace = match &args.leader_election_namespace {
             Some(ns) => ns.clone(),
@@ -119,6 +156,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         image: args.worker_image.clone(),
         pod,
         insecure_registries: args.registry.insecure_registries.clone(),
+        tenants,
     };
     super::runtime()?.block_on(async move {
         let client = kube::Client::try_default()
@@ -138,12 +176,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             metrics: Metrics::new()?,
             default_interval,
             full_checks: controller::FullChecks::new(full_check_interval),
-            jobs: slots::JobTracker::new(args.max_concurrent_jobs, args.max_jobs_per_registry),
+            jobs: slots::JobTracker::new(slots::Caps::new(
+                args.max_concurrent_jobs,
+                args.max_jobs_per_registry,
+                args.max_jobs_per_namespace,
+            )),
             stats: Default::default(),
             recorder,
             synced: Default::default(),
             standby: Default::default(),
             credentials: Default::default(),
+            cleanup_timeout,
         });
         if args.metrics_addr != "off" {
             let addr: SocketAddr = args

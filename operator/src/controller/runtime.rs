@@ -167,6 +167,7 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
         .applied_objects()
         .predicate_filter(reconcile_inputs, Default::default());
         index_stores.push(reader.clone());
+        ctx.jobs.add_index_store(reader.clone());
         index_synced.push(synced);
         let concurrency = (options.max_concurrent_reconciles / scopes.len().max(1) as u16).max(1);
         let triggers = job_triggers.next().expect("one Job watch per scope");
@@ -364,12 +365,13 @@ fn reconcile_inputs(object: &SociIndex) -> Option<u64> {
     Some(h.finish())
 }
 
-/// The SociIndex that controls a worker Job.
+/// The SociIndex that controls a worker Job (its controller ownerReference, of our API group).
 fn owner_of(job: &Job) -> Option<ObjectRef<SociIndex>> {
     let owner = job
         .owner_references()
         .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "SociIndex")?;
+        .find(|o| o.controller == Some(true))
+        .filter(|o| o.kind == "SociIndex" && o.api_version.starts_with("soci.dev/"))?;
     Some(ObjectRef::new(&owner.name).within(&job.namespace()?))
 }
 
@@ -507,6 +509,9 @@ mod tests {
             owner_of(&job(vec![reference("SociIndex", "web", false)])),
             None
         );
+        let mut other_group = reference("SociIndex", "web", true);
+        other_group.api_version = "evil.example/v1".into();
+        assert_eq!(owner_of(&job(vec![other_group])), None);
         assert_eq!(owner_of(&job(vec![])), None);
     }
 }
