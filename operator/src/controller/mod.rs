@@ -318,9 +318,10 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         .map(String::as_str);
     let mut images = Vec::new();
     if !spec.suspend {
-        // The object's own Secrets, if it names any; a Secret that is missing or unusable is
-        // every image's failure.
-        // A spec asking for more than the admin allows stalls before any look-up.
+        // The object's own Secrets, if it names any (else anonymous, or the operator's
+        // credentials where the admin allows); a Secret that is missing or unusable is every
+        // image's failure, and so is a spec asking for more than the admin allows (before any
+        // look-up).
         let registry = match worker::admit(&namespace, spec, &ctx.worker.tenants) {
             Ok(()) => {
                 credentials::registry_for(
