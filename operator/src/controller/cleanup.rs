@@ -190,12 +190,16 @@ impl Protected {
         p
     }
 
-    /// The deploy references of every object but `uid`.
+    /// The deploy references of every live object but `uid` (one being deleted too lets go of
+    /// its own: two objects deleted together must not keep each other's content for ever).
     pub fn of_others<'a>(objects: impl IntoIterator<Item = &'a SociIndex>, uid: &str) -> Self {
         Self::new(
             objects
                 .into_iter()
-                .filter(|o| o.metadata.uid.as_deref() != Some(uid))
+                .filter(|o| {
+                    o.metadata.uid.as_deref() != Some(uid)
+                        && o.metadata.deletion_timestamp.is_none()
+                })
                 .flat_map(|o| {
                     let who = format!(
                         "{}/{}",

@@ -480,8 +480,15 @@ fn deploy_references_of_other_objects_are_collected_not_our_own() {
     };
     let ours = object("me", &format!("{REG}/app:v1-soci@idx"));
     let theirs = object("them", &format!("{REG}/app:v2-soci@idx2"));
-    let p = Protected::of_others([&ours, &theirs], "me");
+    let mut leaving = object("leaving", &format!("{REG}/app:v3-soci@idx3"));
+    leaving.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(0)));
+    let p = Protected::of_others([&ours, &theirs, &leaving], "me");
     assert!(p.keys.contains(&k("app", "idx2")));
+    assert!(
+        !p.keys.contains(&k("app", "idx3")),
+        "an object being deleted keeps nothing"
+    );
     assert!(
         !p.keys.contains(&k("app", "idx")),
         "our own deploy is not protected from us"
