@@ -150,6 +150,8 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
         let (reader, writer) = reflector::store();
         let (done, synced) = tokio::sync::oneshot::channel();
         let mut done = Some(done);
+        ctx.jobs.add_index_store(reader.clone());
+        let tracker = ctx.clone();
         let objects = watcher(
             api::<SociIndex>(&ctx.client, *scope),
             watcher::Config::default(),
@@ -162,12 +164,12 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
                 && let Some(done) = done.take()
             {
                 let _ = done.send(());
+                tracker.jobs.mark_synced();
             }
         })
         .applied_objects()
         .predicate_filter(reconcile_inputs, Default::default());
         index_stores.push(reader.clone());
-        ctx.jobs.add_index_store(reader.clone());
         index_synced.push(synced);
         let concurrency = (options.max_concurrent_reconciles / scopes.len().max(1) as u16).max(1);
         let triggers = job_triggers.next().expect("one Job watch per scope");

@@ -233,8 +233,8 @@ pub struct JobTracker {
     /// hand out the same slot.
     pub lock: tokio::sync::Mutex<()>,
     /// How many stores (Job and SociIndex) have their initial list. (Not
-    /// `Store::wait_until_ready` for every waiter: its one-shot channel wakes only the last of
-    /// several; one task per store waits on it.)
+    /// `Store::wait_until_ready`: its one-shot channel wakes only the last of several waiters,
+    /// and the Controller waits on the SociIndex stores already.)
     synced: tokio::sync::watch::Sender<usize>,
 }
 
@@ -254,15 +254,9 @@ impl JobTracker {
         self.stores.write().unwrap().push(store);
     }
 
-    /// A SociIndex store; counted as synced once it has its initial list.
+    /// A SociIndex store; its watch calls [`Self::mark_synced`] on its first complete list.
     pub fn add_index_store(&self, store: Store<SociIndex>) {
-        self.indexes.write().unwrap().push(store.clone());
-        let synced = self.synced.clone();
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                synced.send_modify(|n| *n += 1);
-            }
-        });
+        self.indexes.write().unwrap().push(store);
     }
 
     fn stores(&self) -> Vec<Store<Job>> {
@@ -286,7 +280,7 @@ impl JobTracker {
             .collect()
     }
 
-    /// Called once per Job store, on its first complete list.
+    /// Called once per store (Job or SociIndex), on its first complete list.
     pub fn mark_synced(&self) {
         self.synced.send_modify(|n| *n += 1);
     }
@@ -684,6 +678,25 @@ mod tests {
         t.seen("ns", "soci-build-1");
         assert_eq!(t.capacity("ns").active_total, 0);
         assert!(t.builds_elsewhere("uid-b").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_caps_wait_for_every_job_and_sociindex_store() {
+        let t = JobTracker::new(caps(4, 2, 2));
+        let (jobs, _job_writer) = kube::runtime::reflector::store::<Job>();
+        let (indexes, _index_writer) = kube::runtime::reflector::store::<SociIndex>();
+        t.add_store(jobs);
+        t.add_index_store(indexes);
+        let ready =
+            || async { tokio::time::timeout(Duration::from_millis(50), t.wait_ready()).await };
+        assert!(ready().await.is_err(), "ready before any list");
+        t.mark_synced();
+        assert!(
+            ready().await.is_err(),
+            "ready with the Jobs listed but not the SociIndexes (their owners)"
+        );
+        t.mark_synced();
+        assert!(ready().await.is_ok());
     }
 
     #[test]
