@@ -3,7 +3,7 @@
 
 use super::registry_args::RegistryArgs;
 use crate::controller::runtime::{LeaderOptions, RunOptions, identity};
-use crate::controller::worker::{WorkerOptions, WorkerPodConfig};
+use crate::controller::worker::{NamespaceSet, TenantPolicy, WorkerOptions, WorkerPodConfig};
 use crate::controller::{self, Context, Metrics, plan, slots};
 use crate::exit::UsageError;
 use anyhow::{Context as _, Result};
@@ -54,6 +54,30 @@ pub struct RunArgs {
     /// Worker Jobs running at once per source registry host (0: no cap).
     #[arg(long, default_value_t = 2, value_name = "N")]
     max_jobs_per_registry: usize,
+    /// Worker Jobs running at once per namespace, so that one namespace cannot hold every
+    /// slot (0: no cap).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    max_jobs_per_namespace: usize,
+    /// Namespaces whose SociIndexes may name spec.credentials.serviceAccountName (the worker
+    /// runs as it, with its token); repeatable or comma-separated, `*` for all. Default: none
+    /// (such a SociIndex stalls with SpecNotAllowed).
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    allow_spec_service_account: Vec<String>,
+    /// Namespaces whose SociIndexes may set spec.job.nodeSelector and spec.job.tolerations;
+    /// repeatable or comma-separated, `*` for all. Default: none (SpecNotAllowed).
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    allow_spec_scheduling: Vec<String>,
+    /// Namespaces where a SociIndex without spec.credentials.secretRefs uses the operator's own
+    /// registry credentials (--registry-config, else the docker defaults); repeatable or
+    /// comma-separated, `*` for all. Default: none (such SociIndexes are anonymous). Cleanup
+    /// never uses them.
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    operator_credentials_namespaces: Vec<String>,
+    /// How long after a SociIndex's deletion its cleanup (deletionPolicy Delete) may keep
+    /// failing before the finalizer is released anyway, with a Warning Event listing what was
+    /// left in the registry.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    cleanup_timeout: String,
     /// Run the controllers only while holding a coordination.k8s.io Lease (for replicas > 1).
     #[arg(long)]
     leader_elect: bool,
@@ -91,6 +115,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(text) => duration_flag("--default-interval", text, false)?,
     };
     let reconcile_timeout = duration_flag("--reconcile-timeout", &args.reconcile_timeout, false)?;
+    let cleanup_timeout = duration_flag("--cleanup-timeout", &args.cleanup_timeout, true)?;
+    let tenants = TenantPolicy {
+        service_account: NamespaceSet::from_values(&args.allow_spec_service_account),
+        scheduling: NamespaceSet::from_values(&args.allow_spec_scheduling),
+        operator_credentials: NamespaceSet::from_values(&args.operator_credentials_namespaces),
+    };
     let leader = if args.leader_elect {
         let namespace = match &args.leader_election_namespace {
             Some(ns) => ns.clone(),
@@ -113,6 +143,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         image: args.worker_image.clone(),
         pod,
         insecure_registries: args.registry.insecure_registries.clone(),
+        tenants,
     };
     super::runtime()?.block_on(async move {
         let client = kube::Client::try_default()
@@ -132,7 +163,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             metrics: Metrics::new()?,
             default_interval,
             full_checks: controller::FullChecks::new(full_check_interval),
-            jobs: slots::JobTracker::new(args.max_concurrent_jobs, args.max_jobs_per_registry),
+            jobs: slots::JobTracker::new(slots::Caps::new(
+                args.max_concurrent_jobs,
+                args.max_jobs_per_registry,
+                args.max_jobs_per_namespace,
+            )),
             stats: Default::default(),
             recorder,
             synced: Default::default(),
@@ -140,6 +175,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             credentials: Default::default(),
             reconcile_timeout,
             retries: Default::default(),
+            cleanup_timeout,
         });
         if args.metrics_addr != "off" {
             let addr: SocketAddr = args

@@ -185,6 +185,8 @@ pub struct Context {
     pub reconcile_timeout: Duration,
     /// Failed reconciles in a row, per object (the `error_policy` backoff).
     pub retries: ErrorBackoff,
+    /// `--cleanup-timeout`: how long after its deletion a cleanup may keep failing.
+    pub cleanup_timeout: Duration,
 }
 
 impl Context {
@@ -404,16 +406,24 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         .map(String::as_str);
     let mut images = Vec::new();
     if !spec.suspend {
-        // The object's own Secrets, if it names any; a Secret that is missing or unusable is
-        // every image's failure.
-        let registry = credentials::registry_for(
-            &ctx.client,
-            &ctx.registry,
-            &ctx.credentials,
-            &namespace,
-            spec.credentials.as_ref(),
-        )
-        .await;
+        // The object's own Secrets, if it names any (else anonymous, or the operator's
+        // credentials where the admin allows); a Secret that is missing or unusable is every
+        // image's failure, and so is a spec asking for more than the admin allows (before any
+        // look-up).
+        let registry = match worker::admit(&namespace, spec, &ctx.worker.tenants) {
+            Ok(()) => {
+                credentials::registry_for(
+                    &ctx.client,
+                    &ctx.registry,
+                    &ctx.credentials,
+                    &namespace,
+                    spec.credentials.as_ref(),
+                    &ctx.worker.tenants.operator_credentials,
+                )
+                .await
+            }
+            Err(refused) => Err(refused),
+        };
         // The status was written for this very spec: its verified images may take the cheap path.
         let previous = object
             .status
@@ -464,9 +474,12 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         }
     }
 
-    // The caps need every Job listed (right after a restart too), and the Jobs come from the
-    // same watch.
+    // The caps need every Job and SociIndex listed (right after a restart too), and the Jobs
+    // come from the same watch.
     ctx.jobs.wait_ready().await;
+    // A target another namespace's SociIndex named first stays that object's.
+    let claims = plan::claims_outside(ctx.jobs.indexes().iter().map(|o| o.as_ref()), &namespace);
+    plan::apply_target_conflicts(object, &mut images, &claims);
     let mut jobs = Vec::new();
     for job in ctx.jobs.owned(&namespace, &uid) {
         let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0) > 0;
@@ -497,7 +510,7 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         jobs: jobs.clone(),
         now: Timestamp::now(),
         default_interval: ctx.default_interval,
-        capacity: ctx.jobs.capacity(),
+        capacity: ctx.jobs.capacity(&namespace),
         builds_elsewhere: ctx.jobs.builds_elsewhere(&uid),
     });
 

@@ -6,8 +6,8 @@ use crate::api::budget;
 use crate::api::condition::{self, LAZY_LOAD_READY, READY, RECONCILING, STALLED};
 use crate::api::limits;
 use crate::api::{
-    Condition, ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, SociIndexSpec,
-    SociIndexStatus, TargetSpec,
+    Condition, ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, SociIndex,
+    SociIndexSpec, SociIndexStatus, TargetSpec,
 };
 use crate::registry::RegistryRef;
 use k8s_openapi::jiff::Timestamp;
@@ -42,7 +42,13 @@ pub mod reason {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     pub const PROGRESSING: &str = "Progressing";
     pub const SUSPENDED: &str = "Suspended";
-    /// A build is due but `--max-concurrent-jobs` / `--max-jobs-per-registry` are reached.
+    /// Another namespace's SociIndex names the same target first and builds something else.
+    pub const TARGET_CONFLICT: &str = "TargetConflict";
+    /// The spec asks for a worker Pod the operator's configuration does not allow
+    /// (`--allow-spec-service-account`, `--allow-spec-scheduling`).
+    pub const SPEC_NOT_ALLOWED: &str = "SpecNotAllowed";
+    /// A build is due but `--max-concurrent-jobs`, `--max-jobs-per-registry` or
+    /// `--max-jobs-per-namespace` is reached.
     pub const QUEUED: &str = "Queued";
     /// The spec is outside the bounds the CRD states (an object that bypassed them).
     pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -190,21 +196,27 @@ pub struct PlanInput<'a> {
     pub now: Timestamp,
     /// `--default-interval`: used when `spec.interval` is absent or malformed.
     pub default_interval: Duration,
-    /// The worker Job slots free now (`--max-concurrent-jobs`, `--max-jobs-per-registry`).
+    /// The worker Job slots free now (`--max-concurrent-jobs`, `--max-jobs-per-registry`,
+    /// `--max-jobs-per-namespace`).
     pub capacity: Capacity,
     /// Running Jobs of other objects, by [`build_key`] → `namespace/name`: a build already
     /// running for another SociIndex is waited for, not started twice.
     pub builds_elsewhere: BTreeMap<String, String>,
 }
 
-/// The Job caps and the worker Jobs active now across every watched namespace. `None`: no cap.
+/// The Job caps and the worker Jobs active now across every watched namespace, for the builds
+/// of one object. `None`: no cap.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Capacity {
     pub max_total: Option<usize>,
     pub max_per_registry: Option<usize>,
+    /// `--max-jobs-per-namespace`: one namespace cannot hold every slot.
+    pub max_per_namespace: Option<usize>,
     pub active_total: usize,
     /// Active Jobs by the registry host of their source image.
     pub active_per_registry: BTreeMap<String, usize>,
+    /// Active Jobs in the namespace of the object being planned.
+    pub active_in_namespace: usize,
 }
 
 impl Capacity {
@@ -218,6 +230,14 @@ impl Capacity {
                 self.active_total
             ));
         }
+        if let Some(max) = self.max_per_namespace
+            && self.active_in_namespace >= max
+        {
+            return Err(format!(
+                "{} of {max} worker Jobs are running in this namespace (--max-jobs-per-namespace)",
+                self.active_in_namespace
+            ));
+        }
         let on_registry = self.active_per_registry.get(registry).copied().unwrap_or(0);
         if let Some(max) = self.max_per_registry
             && on_registry >= max
@@ -227,6 +247,7 @@ impl Capacity {
             ));
         }
         self.active_total += 1;
+        self.active_in_namespace += 1;
         *self
             .active_per_registry
             .entry(registry.to_string())
@@ -240,6 +261,137 @@ pub fn registry_host(source: &str) -> String {
     RegistryRef::parse(source)
         .map(|r| r.registry)
         .unwrap_or_else(|_| source.split('/').next().unwrap_or_default().to_string())
+}
+
+/// One image target a SociIndex names: from its spec (the status may be older), with the
+/// source digest its status records for that very target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetClaim {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub created: Option<Timestamp>,
+    pub image_name: String,
+    /// `registry/repo:tag`, as [`target_reference`] writes it.
+    pub target: String,
+    /// The spec image, normalised (`registry/repo:tag` or `@digest`).
+    pub source: String,
+    pub source_digest: Option<String>,
+    pub settings: BuildSettings,
+}
+
+impl TargetClaim {
+    /// Who came first: the older object (then the smaller uid) keeps the target.
+    fn precedes(&self, other: &TargetClaim) -> bool {
+        let order = |c: &TargetClaim| (c.created.is_none(), c.created, c.uid.clone());
+        order(self) < order(other)
+    }
+
+    /// Whether both write the same bytes into the target: the same settings, and the same
+    /// source (the digest its status records, or the same spec image, which resolves alike).
+    fn same_build(&self, other: &TargetClaim) -> bool {
+        self.settings == other.settings
+            && (self.source == other.source
+                || (self.source_digest.is_some() && self.source_digest == other.source_digest))
+    }
+}
+
+/// The targets `object` names, one per spec image that has a valid one.
+pub fn target_claims(object: &SociIndex) -> Vec<TargetClaim> {
+    let settings = BuildSettings::from_spec(&object.spec);
+    let status = object.status.as_ref();
+    object
+        .spec
+        .images
+        .iter()
+        .filter_map(|image| {
+            let source = RegistryRef::parse(&image.image).ok()?;
+            let target = target_reference(&source, object.spec.target.as_ref(), &image.name)
+                .ok()?
+                .to_string();
+            let source_digest = status
+                .and_then(|s| s.images.iter().find(|i| i.name == image.name))
+                .filter(|i| i.target.as_deref() == Some(target.as_str()))
+                .and_then(|i| i.source_digest.clone());
+            Some(TargetClaim {
+                namespace: object.metadata.namespace.clone().unwrap_or_default(),
+                name: object.metadata.name.clone().unwrap_or_default(),
+                uid: object.metadata.uid.clone().unwrap_or_default(),
+                created: object.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                image_name: image.name.clone(),
+                target,
+                source: source.to_string(),
+                source_digest,
+                settings: settings.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The claims of every object outside `namespace` (a tenant's own objects may share a target
+/// among themselves: they build it once, see `builds_elsewhere`).
+pub fn claims_outside<'a>(
+    objects: impl IntoIterator<Item = &'a SociIndex>,
+    namespace: &str,
+) -> Vec<TargetClaim> {
+    objects
+        .into_iter()
+        .filter(|o| o.metadata.namespace.as_deref() != Some(namespace))
+        .flat_map(target_claims)
+        .collect()
+}
+
+/// `TargetConflict` for each image of `object` whose resolved target another namespace's
+/// SociIndex named first and builds differently: two tenants never overwrite each other's
+/// target. The image stalls (no Job, no target check) until the other lets the target go or
+/// builds the same thing.
+pub fn apply_target_conflicts(
+    object: &SociIndex,
+    images: &mut [ImageObservation],
+    others: &[TargetClaim],
+) {
+    let mine = target_claims(object);
+    for observation in images {
+        let Ok(resolved) = &observation.resolved else {
+            continue;
+        };
+        let Some(me) = mine.iter().find(|c| c.image_name == observation.name) else {
+            continue;
+        };
+        let me = TargetClaim {
+            target: resolved.target.clone(),
+            source_digest: Some(resolved.digest.clone()),
+            ..me.clone()
+        };
+        let first = others.iter().find(|other| {
+            other.target == me.target
+                && other.namespace != me.namespace
+                && other.precedes(&me)
+                && !other.same_build(&me)
+        });
+        if let Some(other) = first {
+            let builds = match &other.source_digest {
+                Some(d) => format!("{} ({d})", other.source),
+                None => other.source.clone(),
+            };
+            observation.resolved = Err(Failure::permanent(
+                reason::TARGET_CONFLICT,
+                format!(
+                    "target {} is already the target of SociIndex {}/{} (image {}), which came first and builds it from {builds}{}; choose another target (target.tagSuffix or target.tagTemplate) or build the same source with the same settings",
+                    me.target,
+                    other.namespace,
+                    other.name,
+                    other.image_name,
+                    if other.settings == me.settings {
+                        ""
+                    } else {
+                        " with other settings"
+                    },
+                ),
+            ));
+            observation.target = None;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1344,3 +1496,7 @@ fn failure_standing(
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_tenant_tests.rs"]
+mod tenant_tests;

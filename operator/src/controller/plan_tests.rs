@@ -1220,6 +1220,7 @@ fn job_caps_hold_builds_back_as_queued() {
                 .iter()
                 .map(|(r, n)| (r.to_string(), *n))
                 .collect(),
+            ..Default::default()
         };
         let p = run.plan();
         let created: Vec<&str> = p.create.iter().map(|r| r.image_name.as_str()).collect();

@@ -152,6 +152,8 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
         let (reader, writer) = reflector::store();
         let (done, synced) = tokio::sync::oneshot::channel();
         let mut done = Some(done);
+        ctx.jobs.add_index_store(reader.clone());
+        let tracker = ctx.clone();
         let objects = watcher(
             api::<SociIndex>(&ctx.client, *scope),
             watcher::Config::default(),
@@ -164,6 +166,7 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
                 && let Some(done) = done.take()
             {
                 let _ = done.send(());
+                tracker.jobs.mark_synced();
             }
         })
         .applied_objects()
@@ -503,12 +506,13 @@ fn reconcile_inputs(object: &SociIndex) -> Option<u64> {
     Some(h.finish())
 }
 
-/// The SociIndex that controls a worker Job.
+/// The SociIndex that controls a worker Job (its controller ownerReference, of our API group).
 fn owner_of(job: &Job) -> Option<ObjectRef<SociIndex>> {
     let owner = job
         .owner_references()
         .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "SociIndex")?;
+        .find(|o| o.controller == Some(true))
+        .filter(|o| o.kind == "SociIndex" && o.api_version.starts_with("soci.dev/"))?;
     Some(ObjectRef::new(&owner.name).within(&job.namespace()?))
 }
 
@@ -761,6 +765,9 @@ mod tests {
             owner_of(&job(vec![reference("SociIndex", "web", false)])),
             None
         );
+        let mut other_group = reference("SociIndex", "web", true);
+        other_group.api_version = "evil.example/v1".into();
+        assert_eq!(owner_of(&job(vec![other_group])), None);
         assert_eq!(owner_of(&job(vec![])), None);
     }
 }
