@@ -27,6 +27,8 @@ pub struct ImageReport {
 pub struct PlatformReport {
     pub platform: String,
     pub manifest: String,
+    /// The digest of the image config (a SOCI-enabled copy keeps its source's).
+    pub config: String,
     /// `v2` (bound by the manifest annotation) or `v1` (a SOCI index v1 refers to the
     /// manifest) when the SOCI index is readable, else `none`.
     pub binding: String,
@@ -229,6 +231,7 @@ async fn inspect_manifest<S: ImageSource>(
     let mut report = PlatformReport {
         platform,
         manifest: entry.digest.clone(),
+        config: manifest.config.digest.clone(),
         binding: "none".into(),
         soci_index: None,
         problem: None,

@@ -8,7 +8,7 @@ use super::plan::{
 use crate::api::condition::{self, LAZY_LOAD_READY};
 use crate::api::{ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, TargetSpec};
 use crate::image::registry_io::RegistrySource;
-use crate::readiness::{ImageReport, inspect_with};
+use crate::readiness::{ImageReport, PlatformReport, inspect_with};
 use crate::registry::digest::is_valid_digest;
 use crate::registry::error::PermanentCause;
 use crate::registry::limits;
@@ -144,6 +144,8 @@ pub async fn target_binding(
 
 /// The comparison behind [`target_binding`], pure. `binding` is the kind the spec asks for:
 /// `v2` (the manifest annotation) or `v1` (a SOCI index v1 referring to the manifest).
+/// A target platform stands for a source platform when it has the same config and the same
+/// layers: digests, sizes and media types, in order (conversion changes none of them).
 pub fn compare(
     source: &ImageReport,
     target: &ImageReport,
@@ -156,18 +158,26 @@ pub fn compare(
     });
     let mut bound = Vec::new();
     for p in wanted {
-        let layers: Vec<&str> = p.layers.iter().map(|l| l.digest.as_str()).collect();
-        let matching = target.platforms.iter().find(|t| {
+        let mut same_layers = target.platforms.iter().filter(|t| {
             t.layers
                 .iter()
                 .map(|l| l.digest.as_str())
-                .eq(layers.iter().copied())
+                .eq(p.layers.iter().map(|l| l.digest.as_str()))
         });
-        let Some(t) = matching else {
+        let Some(first) = same_layers.clone().next() else {
             return TargetCheck::NotBound {
                 message: format!(
                     "target {} has no image manifest for platform {} of source {source_digest} (the source tag moved, or the target was overwritten)",
                     target.image, p.platform
+                ),
+            };
+        };
+        let Some(t) = same_layers.find(|t| content_mismatch(p, t).is_none()) else {
+            let mismatch = content_mismatch(p, first).unwrap_or_default();
+            return TargetCheck::NotBound {
+                message: format!(
+                    "target {} platform {} has the layer digests of platform {} of source {source_digest}, but {mismatch}",
+                    target.image, first.platform, p.platform
                 ),
             };
         };
@@ -211,6 +221,32 @@ pub fn compare(
         digest: target.digest.clone(),
         platforms: bound,
     }
+}
+
+/// What differs between a source platform and a target platform with the same layer digests:
+/// the config digest, or a layer's declared size or media type (the first difference).
+fn content_mismatch(source: &PlatformReport, target: &PlatformReport) -> Option<String> {
+    if source.config != target.config {
+        return Some(format!(
+            "its config is {}, not the source's {}",
+            target.config, source.config
+        ));
+    }
+    for (i, (s, t)) in source.layers.iter().zip(&target.layers).enumerate() {
+        if s.size != t.size {
+            return Some(format!(
+                "layer {i} ({}) is declared with {} bytes, not the source's {}",
+                t.digest, t.size, s.size
+            ));
+        }
+        if s.media_type != t.media_type {
+            return Some(format!(
+                "layer {i} ({}) has media type {:?}, not the source's {:?}",
+                t.digest, t.media_type, s.media_type
+            ));
+        }
+    }
+    None
 }
 
 /// What a settled image's previous full check established, and the look-ups that would show
@@ -311,7 +347,7 @@ pub async fn recheck_settled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::readiness::{LayerStatus, PlatformReport};
+    use crate::readiness::LayerStatus;
 
     fn layer(digest: &str, status: &'static str) -> LayerStatus {
         LayerStatus {
@@ -333,6 +369,7 @@ mod tests {
                 .map(|(platform, binding, layers)| PlatformReport {
                     platform: platform.into(),
                     manifest: String::new(),
+                    config: "sha256:cfg".into(),
                     binding: binding.into(),
                     soci_index: Some("sha256:idx".into()),
                     problem: None,
@@ -402,6 +439,116 @@ mod tests {
         );
         match compare(&source, &damaged, &[], "d", "v2") {
             TargetCheck::NotBound { message } => assert!(message.contains("zTOC")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// "Verified" means the target is the source's image: each difference below, alone, makes
+    /// an otherwise bound target not bound.
+    #[test]
+    fn every_difference_from_the_source_makes_a_target_not_bound() {
+        let source = report(
+            "src",
+            vec![(
+                "linux/amd64",
+                "none",
+                vec![layer("a", "not-indexed"), layer("b", "not-indexed")],
+            )],
+        );
+        let good = || {
+            report(
+                "tgt",
+                vec![(
+                    "linux/amd64",
+                    "v2",
+                    vec![layer("a", "indexed"), layer("b", "indexed")],
+                )],
+            )
+        };
+        assert!(matches!(
+            compare(&source, &good(), &[], "d", "v2"),
+            TargetCheck::Bound { .. }
+        ));
+        type Edit = fn(&mut PlatformReport);
+        let cases: [(&str, Edit, &str); 9] = [
+            (
+                "config digest",
+                |t| t.config = "sha256:other".into(),
+                "has the layer digests of platform linux/amd64 of source d, but its config is sha256:other, not the source's sha256:cfg",
+            ),
+            (
+                "layer size",
+                |t| t.layers[1].size = 2,
+                "but layer 1 (b) is declared with 2 bytes, not the source's 1",
+            ),
+            (
+                "layer media type",
+                |t| t.layers[0].media_type = "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+                "but layer 0 (a) has media type \"application/vnd.oci.image.layer.v1.tar+zstd\", not the source's \"application/vnd.oci.image.layer.v1.tar+gzip\"",
+            ),
+            (
+                "layer digest",
+                |t| t.layers[1].digest = "c".into(),
+                "has no image manifest for platform linux/amd64 of source d",
+            ),
+            (
+                "layer order",
+                |t| t.layers.swap(0, 1),
+                "has no image manifest for platform",
+            ),
+            (
+                "an extra layer",
+                |t| t.layers.push(layer("c", "indexed")),
+                "has no image manifest for platform",
+            ),
+            (
+                "a missing layer",
+                |t| drop(t.layers.pop()),
+                "has no image manifest for platform",
+            ),
+            (
+                "binding",
+                |t| t.binding = "none".into(),
+                "is not bound to a SOCI index v2",
+            ),
+            (
+                "missing zTOC",
+                |t| t.layers[0].status = "missing-ztoc",
+                "the zTOC of layer a is missing",
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let mut target = good();
+            edit(&mut target.platforms[0]);
+            match compare(&source, &target, &[], "d", "v2") {
+                TargetCheck::NotBound { message } => {
+                    assert!(message.contains(want), "{what}: {message}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    /// Two target platforms with the source's layer digests: the one with the source's config
+    /// is the match, whichever comes first.
+    #[test]
+    fn the_target_platform_with_the_sources_config_is_chosen() {
+        let source = report(
+            "src",
+            vec![("linux/amd64", "none", vec![layer("a", "not-indexed")])],
+        );
+        let mut target = report(
+            "tgt",
+            vec![
+                ("linux/amd64/v2", "v2", vec![layer("a", "indexed")]),
+                ("linux/amd64", "v2", vec![layer("a", "indexed")]),
+            ],
+        );
+        target.platforms[0].config = "sha256:other".into();
+        match compare(&source, &target, &[], "d", "v2") {
+            TargetCheck::Bound { platforms, .. } => {
+                assert_eq!(platforms[0].platform, "linux/amd64")
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -512,12 +512,13 @@ mod tests {
         })
         .unwrap();
         let client = reqwest::blocking::Client::new();
-        let json: serde_json::Value = client
+        let json = client
             .get(format!("http://{}/json", server.host()))
             .send()
             .unwrap()
-            .json()
+            .bytes()
             .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(json["token"], "t");
         let mut endless = client
             .get(format!("http://{}/endless", server.host()))
