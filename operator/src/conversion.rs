@@ -136,11 +136,12 @@ pub async fn plan<S: ImageSource>(
 
 pub async fn convert<S: ImageSource, D: ImageSink>(
     source: &S,
-    sink: D,
+    mut sink: D,
     settings: &ConvertSettings,
 ) -> Result<ConvertReport> {
     let started = Instant::now();
     let (root, plan) = plan(source, settings).await?;
+    sink.starts_from(&root.target);
     let skipped_layers = plan
         .skipped_layers()
         .iter()

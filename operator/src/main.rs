@@ -95,6 +95,7 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
+    registry::limits::return_freed_memory_promptly();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ztoc(args) => commands::ztoc::run(args),

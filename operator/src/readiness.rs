@@ -6,7 +6,8 @@
 
 use crate::conversion::compression_of_media_type;
 use crate::image::ImageSource;
-use anyhow::{Result, anyhow};
+use crate::registry::limits::{BODY_MEMORY, Held};
+use anyhow::{Result, anyhow, bail};
 use soci_format::oci::{self, Descriptor, Index, Manifest};
 use std::collections::HashMap;
 
@@ -26,6 +27,8 @@ pub struct ImageReport {
 pub struct PlatformReport {
     pub platform: String,
     pub manifest: String,
+    /// The digest of the image config (a SOCI-enabled copy keeps its source's).
+    pub config: String,
     /// `v2` (bound by the manifest annotation) or `v1` (a SOCI index v1 refers to the
     /// manifest) when the SOCI index is readable, else `none`.
     pub binding: String,
@@ -50,11 +53,57 @@ pub struct LayerStatus {
     pub ztoc: Option<String>,
 }
 
+/// Image manifests of one index that we check: each costs requests and memory, and a registry
+/// decides how many there are. Multi-platform images have a few dozen at most.
+pub const MAX_IMAGE_MANIFESTS: usize = 128;
+/// Layers of one image manifest (overlayfs stacks at most about 128 of them).
+pub const MAX_LAYERS: usize = 1024;
+
 fn is_soci_entry(d: &Descriptor) -> bool {
     d.artifact_type
         .starts_with("application/vnd.amazon.soci.index")
         || d.annotation(oci::ANNOTATION_IMAGE_MANIFEST_DIGEST)
             .is_some()
+}
+
+/// The JSON one report reads, counted in the process's registry body memory for as long as the
+/// report is being made (its source keeps every document it fetched until then): a registry
+/// serving many large manifests gets a transient failure, not the operator's memory.
+pub struct JsonRead {
+    held: Held,
+    total: u64,
+}
+
+impl Default for JsonRead {
+    fn default() -> Self {
+        Self {
+            held: Held::new(&BODY_MEMORY),
+            total: 0,
+        }
+    }
+}
+
+impl JsonRead {
+    /// `bytes` more that the report's source keeps.
+    pub fn count(&mut self, what: &str, bytes: u64) -> Result<()> {
+        self.total += bytes;
+        self.held.grow_to(what, self.total)?;
+        Ok(())
+    }
+
+    /// `source.read_json(desc)`, counted.
+    pub async fn read<S: ImageSource>(
+        &mut self,
+        source: &S,
+        desc: &Descriptor,
+    ) -> Result<Option<Vec<u8>>> {
+        let bytes = source.read_json(desc).await?;
+        if let Some(b) = &bytes {
+            let what = format!("{}: reading {}", source.describe(), desc.digest);
+            self.count(&what, b.len() as u64)?;
+        }
+        Ok(bytes)
+    }
 }
 
 /// What an image's root names, as `inspect` and `verify` both read it.
@@ -66,8 +115,13 @@ pub struct ImageEntries {
     pub notes: Vec<String>,
 }
 
-pub async fn image_entries<S: ImageSource>(source: &S) -> Result<ImageEntries> {
+pub async fn image_entries<S: ImageSource>(
+    source: &S,
+    json: &mut JsonRead,
+) -> Result<ImageEntries> {
     let target = source.resolve().await?.target;
+    // The source keeps the root it resolved.
+    json.count(&source.describe(), target.size.max(0) as u64)?;
     let mut notes = Vec::new();
     let mut manifests = Vec::new();
     if !oci::is_index_type(&target.media_type) {
@@ -78,11 +132,12 @@ pub async fn image_entries<S: ImageSource>(source: &S) -> Result<ImageEntries> {
             notes,
         });
     }
-    let bytes = source
-        .read_json(&target)
+    let bytes = json
+        .read(source, &target)
         .await?
         .ok_or_else(|| anyhow!("{}: image index missing", source.describe()))?;
     let index = Index::from_json(&bytes).map_err(|e| anyhow!("{}: {e}", source.describe()))?;
+    drop(bytes);
     for d in index.manifests.unwrap_or_default() {
         if is_soci_entry(&d) {
             if d.artifact_type.is_empty() {
@@ -100,6 +155,13 @@ pub async fn image_entries<S: ImageSource>(source: &S) -> Result<ImageEntries> {
         if !attestation && oci::is_manifest_type(&d.media_type) {
             manifests.push(d);
         }
+    }
+    if manifests.len() > MAX_IMAGE_MANIFESTS {
+        bail!(
+            "{}: the image index lists {} image manifests; at most {MAX_IMAGE_MANIFESTS} are checked",
+            source.describe(),
+            manifests.len()
+        );
     }
     Ok(ImageEntries {
         target,
@@ -121,14 +183,15 @@ pub async fn inspect_with<S: ImageSource>(
     min_layer_size: i64,
     find_v1: bool,
 ) -> Result<ImageReport> {
+    let mut json = JsonRead::default();
     let ImageEntries {
         target,
         manifests: entries,
         notes,
-    } = image_entries(source).await?;
+    } = image_entries(source, &mut json).await?;
     let mut platforms = Vec::new();
     for entry in entries {
-        platforms.push(inspect_manifest(source, &entry, min_layer_size, find_v1).await?);
+        platforms.push(inspect_manifest(source, &mut json, &entry, min_layer_size, find_v1).await?);
     }
     Ok(ImageReport {
         image: source.describe(),
@@ -141,16 +204,26 @@ pub async fn inspect_with<S: ImageSource>(
 
 async fn inspect_manifest<S: ImageSource>(
     source: &S,
+    json: &mut JsonRead,
     entry: &Descriptor,
     min_layer_size: i64,
     find_v1: bool,
 ) -> Result<PlatformReport> {
-    let bytes = source
-        .read_json(entry)
+    let bytes = json
+        .read(source, entry)
         .await?
         .ok_or_else(|| anyhow!("{}: manifest {} missing", source.describe(), entry.digest))?;
     let manifest = Manifest::from_json(&bytes)
         .map_err(|e| anyhow!("{}: manifest {}: {e}", source.describe(), entry.digest))?;
+    drop(bytes);
+    let layer_count = manifest.layers.as_ref().map_or(0, Vec::len);
+    if layer_count > MAX_LAYERS {
+        bail!(
+            "{}: manifest {} lists {layer_count} layers; at most {MAX_LAYERS} are checked",
+            source.describe(),
+            entry.digest
+        );
+    }
     let platform = match &entry.platform {
         Some(p) => soci_format::platform::format(p),
         None => "(from config)".into(),
@@ -158,6 +231,7 @@ async fn inspect_manifest<S: ImageSource>(
     let mut report = PlatformReport {
         platform,
         manifest: entry.digest.clone(),
+        config: manifest.config.digest.clone(),
         binding: "none".into(),
         soci_index: None,
         problem: None,
@@ -186,7 +260,7 @@ async fn inspect_manifest<S: ImageSource>(
     if let Some((digest, binding)) = found {
         report.soci_index = Some(digest.clone());
         let desc = Descriptor::new(oci::MEDIA_TYPE_OCI_MANIFEST, &digest, 0);
-        match source.read_json(&desc).await {
+        match json.read(source, &desc).await {
             Ok(Some(b)) => match Manifest::from_json(&b) {
                 Ok(m)
                     if m.config.media_type == oci::SOCI_INDEX_ARTIFACT_TYPE_V2

@@ -20,7 +20,8 @@
 
 use crate::image::registry_io::RegistrySource;
 use crate::image::{BlobReader, ImageSource, VerifiedReader};
-use crate::readiness::{ImageEntries, image_entries};
+use crate::readiness::{ImageEntries, JsonRead, MAX_LAYERS, image_entries};
+use crate::registry::limits::{self, BODY_MEMORY, Held, append_counted};
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -28,9 +29,6 @@ use soci_format::oci::{self, Descriptor, Manifest};
 use soci_format::ztoc::{CompressionAlgorithm, Ztoc, hex_lower};
 use soci_format::ztoc_reader::{self, SpanRange};
 use std::sync::Arc;
-
-/// zTOCs are a few MiB at most in practice (the TOC plus 32 KiB per span); refuse absurd sizes.
-const MAX_ZTOC_BYTES: i64 = 1 << 30;
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -122,14 +120,15 @@ fn finding(e: anyhow::Error) -> Result<String> {
 
 /// Verifies the binding of any image source (registry or layout).
 pub async fn verify<S: ImageSource>(source: &S, deep: bool) -> Result<VerificationReport> {
+    let mut json = JsonRead::default();
     let ImageEntries {
         target,
         manifests: entries,
         mut notes,
-    } = image_entries(source).await?;
+    } = image_entries(source, &mut json).await?;
     let mut platforms = Vec::new();
     for entry in &entries {
-        platforms.push(verify_platform(source, entry, deep, &mut notes).await?);
+        platforms.push(verify_platform(source, &mut json, entry, deep, &mut notes).await?);
     }
     let mut problems = Vec::new();
     if !platforms.iter().any(|p| p.binding.starts_with("bound")) {
@@ -152,6 +151,7 @@ pub async fn verify<S: ImageSource>(source: &S, deep: bool) -> Result<Verificati
 
 async fn verify_platform<S: ImageSource>(
     source: &S,
+    json: &mut JsonRead,
     entry: &Descriptor,
     deep: bool,
     notes: &mut Vec<String>,
@@ -174,7 +174,7 @@ async fn verify_platform<S: ImageSource>(
         ztoc: None,
         message,
     };
-    let bytes = match source.read_json(entry).await {
+    let bytes = match json.read(source, entry).await {
         Ok(Some(b)) => b,
         Ok(None) => {
             report
@@ -196,6 +196,15 @@ async fn verify_platform<S: ImageSource>(
             return Ok(report);
         }
     };
+    drop(bytes);
+    let layer_count = manifest.layers.as_ref().map_or(0, Vec::len);
+    if layer_count > MAX_LAYERS {
+        report.problems.push(problem(format!(
+            "image manifest {} lists {layer_count} layers; at most {MAX_LAYERS} are checked",
+            entry.digest
+        )));
+        return Ok(report);
+    }
     let annotated = manifest
         .annotations
         .as_ref()
@@ -238,7 +247,7 @@ async fn verify_platform<S: ImageSource>(
 
     // The SOCI index, fetched by digest from the manifests endpoint, as the snapshotter does.
     let desc = Descriptor::new(oci::MEDIA_TYPE_OCI_MANIFEST, &index_digest, 0);
-    let index_bytes = match source.read_json(&desc).await {
+    let index_bytes = match json.read(source, &desc).await {
         Ok(Some(b)) => b,
         Ok(None) => {
             report.problems.push(problem(format!(
@@ -324,6 +333,13 @@ async fn verify_platform<S: ImageSource>(
         .into_iter()
         .filter(|d| d.media_type == oci::SOCI_ZTOC_MEDIA_TYPE)
         .collect();
+    if ztocs.len() > MAX_LAYERS {
+        report.problems.push(problem(format!(
+            "SOCI index {index_digest} lists {} zTOCs; at most {MAX_LAYERS} are checked",
+            ztocs.len()
+        )));
+        return Ok(report);
+    }
     if ztocs.is_empty() {
         report
             .problems
@@ -358,18 +374,21 @@ async fn verify_platform<S: ImageSource>(
     Ok(report)
 }
 
-/// Reads a whole blob, checked against its descriptor.
-async fn read_blob<S: ImageSource>(
-    source: &S,
-    desc: &Descriptor,
-    label: String,
-) -> Result<Vec<u8>> {
-    let mut reader = VerifiedReader::new(source.open_blob(desc).await?, desc, label);
-    let mut out = Vec::with_capacity(desc.size.max(0) as usize);
+/// Reads a zTOC whole (flatbuffers need the whole buffer), its size and sha256 checked while
+/// it streams (a byte past the descriptor's size stops it), into one buffer; what arrives is
+/// counted in the process's body memory, and the [`Held`] share lasts as long as the caller
+/// keeps it.
+async fn read_ztoc_blob<S: ImageSource>(source: &S, z: &Descriptor) -> Result<(Vec<u8>, Held)> {
+    let label = format!("zTOC {}", z.digest);
+    let mut reader = VerifiedReader::new(source.open_blob(z).await?, z, label.clone());
+    let mut held = Held::new(&BODY_MEMORY);
+    let size = z.size.max(0) as u64;
+    // The size is checked (at most 48 MiB): one buffer, never moved, resident as it fills.
+    let mut out = Vec::with_capacity(size as usize);
     while let Some(chunk) = reader.next_chunk().await? {
-        out.extend_from_slice(&chunk);
+        append_counted(&label, &mut out, &chunk, size, &mut held)?;
     }
-    Ok(out)
+    Ok((out, held))
 }
 
 /// The problems of one zTOC (empty when it is fine).
@@ -380,6 +399,14 @@ async fn verify_ztoc<S: ImageSource>(
     deep: bool,
     spans_checked: &mut usize,
 ) -> Result<Vec<String>> {
+    // Before any request: a size we would not read is refused as declared.
+    if z.size <= 0 || z.size as u64 > limits::ZTOC.bytes {
+        return Ok(vec![format!(
+            "the descriptor declares {} bytes; a zTOC must have 1 to {} bytes (not downloaded)",
+            z.size,
+            limits::ZTOC.bytes
+        )]);
+    }
     match source.blob_present(z).await {
         Ok(true) => {}
         Ok(false) => {
@@ -389,14 +416,15 @@ async fn verify_ztoc<S: ImageSource>(
         }
         Err(e) => return Ok(vec![finding(e)?]),
     }
-    if z.size <= 0 || z.size > MAX_ZTOC_BYTES {
-        return Ok(vec![format!("implausible zTOC size {}", z.size)]);
-    }
-    let bytes = match read_blob(source, z, format!("zTOC {}", z.digest)).await {
+    let (bytes, _held) = match read_ztoc_blob(source, z).await {
         Ok(b) => b,
         Err(e) => return Ok(vec![finding(e)?]),
     };
-    let ztoc = match ztoc_reader::read_ztoc(&bytes) {
+    let parsed = ztoc_reader::read_ztoc(&bytes);
+    // The parsed zTOC is what the checks read; the raw bytes go now (the share of the body
+    // memory stays until the parsed copy goes too).
+    drop(bytes);
+    let ztoc = match parsed {
         Ok(t) => t,
         Err(e) => return Ok(vec![format!("does not parse: {e}")]),
     };

@@ -78,30 +78,39 @@ app.kubernetes.io/part-of: soci-operator
 {{- end }}
 {{- end }}
 
-{{/* The rules the controller needs wherever it watches SociIndexes (see the README's RBAC). */}}
+{{/* The rules the controller needs wherever it watches SociIndexes (see the README's RBAC). Each
+comment says what calls it; nothing is granted that the controller does not call, and
+e2e/chart-tests checks the verbs. Worker Pods get none of this: they run with the namespace's
+default ServiceAccount and no token. */}}
 {{- define "soci-operator.rules" -}}
+# SociIndexes: the watch (list, watch), reads (get); patch adds and removes the soci.dev/cleanup
+# finalizer. The spec is never written.
 - apiGroups: [soci.dev]
   resources: [sociindexes]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
+# The status: read (get) and written with server-side apply (patch).
 - apiGroups: [soci.dev]
   resources: [sociindexes/status]
-  verbs: [get, patch, update]
+  verbs: [get, patch]
+# Worker Jobs carry an ownerReference with blockOwnerDeletion to their SociIndex; where the
+# OwnerReferencesPermissionEnforcement admission plugin is on, that needs update here.
 - apiGroups: [soci.dev]
   resources: [sociindexes/finalizers]
   verbs: [update]
+# Worker Jobs: watched (the Job caps, build results), created for builds, deleted when obsolete,
+# retried, or before a cleanup.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, delete]
+  verbs: [list, watch, create, delete]
+# The Pods of a finished worker Job: listed to read the worker's result (termination message).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
+  verbs: [list]
 # Registry credentials named by spec.credentials.secretRefs: read one by name, never listed.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-- apiGroups: [""]
-  resources: [events]
-  verbs: [create, patch]
+# Events about SociIndexes (events.k8s.io/v1: create, and patch for a repeated one).
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

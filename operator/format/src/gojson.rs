@@ -302,14 +302,27 @@ impl std::error::Error for JsonError {}
 /// Go's `maxNestingDepth` (every `[` and `{` counts, empty ones included).
 const MAX_NESTING_DEPTH: usize = 10000;
 
+/// Most values (scalars, arrays and objects) one document may hold. Go decodes into structs and
+/// skips what it does not need; this parser builds the whole tree first, where a value costs
+/// 32 bytes and more for 2 bytes of input (`[0,0,…]`). Real manifests, indexes and configs hold
+/// far fewer (a 4 MiB manifest of descriptors about 120,000).
+pub const MAX_VALUES: usize = 1 << 19;
+
 /// Parses one JSON document (surrounding whitespace allowed, nothing else) with Go's rules.
 pub fn parse(input: &[u8]) -> Result<Value, JsonError> {
-    Parser { s: input, pos: 0 }.document()
+    Parser {
+        s: input,
+        pos: 0,
+        values: 0,
+    }
+    .document()
 }
 
 struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
+    /// Values started so far.
+    values: usize,
 }
 
 enum Frame {
@@ -347,6 +360,10 @@ impl Parser<'_> {
         let mut stack: Vec<Frame> = Vec::new();
         'value: loop {
             self.skip_ws();
+            self.values += 1;
+            if self.values > MAX_VALUES {
+                return self.err(format!("more than {MAX_VALUES} values in one document"));
+            }
             let mut value = match self.peek() {
                 Some(b'{') => {
                     if stack.len() >= MAX_NESTING_DEPTH {
@@ -735,6 +752,23 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// Two bytes of input per value would build a tree 30 times the document's size.
+    #[test]
+    fn a_document_with_too_many_values_is_refused() {
+        let array = |n: usize| {
+            let mut doc = b"[".to_vec();
+            doc.extend(std::iter::repeat_n(&b"0,"[..], n - 1).flatten());
+            doc.extend_from_slice(b"0]");
+            doc
+        };
+        // The array itself is a value too.
+        assert!(parse(&array(MAX_VALUES - 1)).is_ok());
+        let e = parse(&array(MAX_VALUES)).unwrap_err();
+        assert!(e.message.contains("more than 524288 values"), "{e}");
+        let objects = [&b"["[..], &b"{},".repeat(MAX_VALUES), b"{}]"].concat();
+        assert!(parse(&objects).is_err());
     }
 
     #[test]

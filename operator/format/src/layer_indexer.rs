@@ -9,6 +9,8 @@ use crate::ztoc::{
     BUILD_TOOL_IDENTIFIER, CompressionAlgorithm, CompressionInfo, FileMetadata, ZTOC_VERSION, Ztoc,
     ZtocBytes, hex_lower, tar_zinfo_bytes,
 };
+use crate::ztoc::{MAX_ZTOC_BYTES, ZtocTooLarge};
+use crate::ztoc_reader::MAX_SPANS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerCompression {
@@ -66,6 +68,10 @@ pub enum LayerError {
     TooManyEntries(usize),
     #[error("span size must be greater than zero")]
     ZeroSpanSize,
+    #[error("more than {0} spans: use a larger span size")]
+    TooManySpans(usize),
+    #[error("{0}")]
+    ZtocTooLarge(#[from] ZtocTooLarge),
 }
 
 /// What a finished build yields.
@@ -106,6 +112,11 @@ pub struct LayerIndexer {
 struct TocCollector {
     entries: Vec<FileMetadata>,
     max_entries: usize,
+    /// What the entries add to the zTOC so far ([`FileMetadata::size_bound`]), and the most
+    /// they may: a TOC that cannot be written (PAX records by the million) stops here, not
+    /// after the whole layer was read into memory.
+    bytes: u64,
+    max_bytes: u64,
 }
 
 impl TocCollector {
@@ -113,7 +124,12 @@ impl TocCollector {
         if self.entries.len() >= self.max_entries {
             return Err(LayerError::TooManyEntries(self.max_entries));
         }
-        self.entries.push(file_metadata(entry)?);
+        let entry = file_metadata(entry)?;
+        self.bytes = self.bytes.saturating_add(entry.size_bound());
+        if self.bytes > self.max_bytes {
+            return Err(ZtocTooLarge { bound: self.bytes }.into());
+        }
+        self.entries.push(entry);
         Ok(())
     }
 }
@@ -214,6 +230,8 @@ impl LayerIndexer {
             toc: TocCollector {
                 entries: Vec::new(),
                 max_entries: limits.max_entries,
+                bytes: 0,
+                max_bytes: MAX_ZTOC_BYTES,
             },
             compressed_size: 0,
             max_uncompressed: limits.max_uncompressed_bytes,
@@ -274,6 +292,10 @@ impl LayerIndexer {
                 if self.compressed_size > self.max_uncompressed {
                     return Err(ZinfoError::TooLarge(self.max_uncompressed).into());
                 }
+                // One digest per span is kept: their number is bounded before they pile up.
+                if self.compressed_size.div_ceil(self.span_size) > MAX_SPANS as u64 {
+                    return Err(LayerError::TooManySpans(MAX_SPANS));
+                }
                 if tar.is_done() {
                     Ok(())
                 } else {
@@ -305,15 +327,19 @@ impl LayerIndexer {
             Spans::Tar => {
                 let size = self.compressed_size;
                 let span = self.span_size;
-                let mut max_span_id = (size / span) as i64;
-                if size.is_multiple_of(span) {
-                    max_span_id -= 1;
-                }
+                // Upstream's MaxSpanID: the index of the last span, -1 for an empty file.
+                let max_span_id = i32::try_from(size.div_ceil(span))
+                    .map_err(|_| LayerError::TooManySpans(MAX_SPANS))?
+                    - 1;
+                let too_big = |_| LayerError::TooManySpans(MAX_SPANS);
                 CompressionInfo {
                     algorithm: Some(CompressionAlgorithm::Uncompressed),
-                    max_span_id: max_span_id as i32,
+                    max_span_id,
                     span_digests: Vec::new(),
-                    checkpoints: tar_zinfo_bytes(span as i64, size as i64),
+                    checkpoints: tar_zinfo_bytes(
+                        i64::try_from(span).map_err(too_big)?,
+                        i64::try_from(size).map_err(too_big)?,
+                    ),
                 }
             }
         };
@@ -344,7 +370,7 @@ impl LayerIndexer {
             },
         };
         Ok(BuiltZtoc {
-            bytes: ztoc.into_bytes(),
+            bytes: ztoc.into_bytes()?,
             span_count,
             file_count,
             compressed_size: self.compressed_size,
@@ -464,6 +490,23 @@ mod tests {
         .unwrap();
         indexer.push(&tar(2 << 20)[..(1 << 20) + 3]).unwrap();
         drop(indexer); // must return: the hasher thread sees the hang-up
+    }
+
+    /// A TOC that could never be written stops while the layer streams (the limit is
+    /// lowered from 2 GiB to keep the test small).
+    #[test]
+    fn a_toc_past_the_ztoc_size_limit_stops_the_build() {
+        let blob = tar(1 << 20);
+        let mut indexer = LayerIndexer::new(
+            LayerCompression::Uncompressed,
+            4096,
+            IndexerLimits::default(),
+        )
+        .unwrap();
+        indexer.toc.max_bytes = 1000;
+        let e = indexer.push(&blob).unwrap_err();
+        assert!(matches!(e, LayerError::ZtocTooLarge(_)), "{e}");
+        assert!(e.to_string().contains("a flatbuffer can address"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 mod blob_hasher;
 pub mod convert;
 pub mod flatbuf;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gojson;
 pub mod gotime;
 pub mod inflate;

@@ -48,7 +48,7 @@ pub enum ZinfoError {
     TooLarge(u64),
     #[error("gzip: inflate made no progress")]
     Stalled,
-    #[error("too many checkpoints ({0})")]
+    #[error("more than {0} checkpoints: the zTOC would pass 2 GiB (use a larger span size)")]
     TooManyCheckpoints(usize),
 }
 
@@ -89,14 +89,19 @@ pub struct GzipCheckpointer {
     stalled_calls: u32,
     /// Stop at every block boundary, even where no checkpoint can be (the reference behaviour).
     every_block: bool,
+    /// [`MAX_CHECKPOINTS`], lowered by tests.
+    max_checkpoints: usize,
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Output produced per inflate call at most. zlib copies up to 32 KiB into its window on every
 /// return, so between checkpoints fewer, larger calls are cheaper.
 const OUTPUT_CHUNK: usize = 512 * 1024;
-/// Checkpoints are counted with an i32 on the wire.
-const MAX_CHECKPOINTS: usize = i32::MAX as usize;
+/// Checkpoints whose blob still fits in a zTOC (a flatbuffer of at most 2 GiB): 65,502, a
+/// 256 GiB layer in 4 MiB spans. Past that upstream's builder panics and 32-bit offsets wrap,
+/// and the blob alone would hold 2 GiB of memory.
+pub const MAX_CHECKPOINTS: usize =
+    (crate::ztoc::MAX_ZTOC_BYTES as usize - BLOB_HEADER_SIZE) / PACKED_CHECKPOINT_SIZE;
 
 impl GzipCheckpointer {
     /// A checkpointer that also hashes every span (in [`GzipZinfo::span_digests`]).
@@ -127,6 +132,7 @@ impl GzipCheckpointer {
             magic_seen: 0,
             stalled_calls: 0,
             every_block: false,
+            max_checkpoints: MAX_CHECKPOINTS,
         })
     }
 
@@ -236,8 +242,8 @@ impl GzipCheckpointer {
     }
 
     fn add_checkpoint(&mut self, bits: u8) -> Result<(), ZinfoError> {
-        if self.checkpoints.len() >= MAX_CHECKPOINTS {
-            return Err(ZinfoError::TooManyCheckpoints(self.checkpoints.len()));
+        if self.checkpoints.len() >= self.max_checkpoints {
+            return Err(ZinfoError::TooManyCheckpoints(self.max_checkpoints));
         }
         let checkpoint = Checkpoint {
             compressed_offset: self.total_in,
@@ -482,6 +488,26 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// The checkpoint blob of a layer must fit in a zTOC: with the old limit (i32::MAX
+    /// checkpoints of 32 KiB) a long layer in small spans grew it to terabytes.
+    #[test]
+    fn the_checkpoint_blob_stays_within_a_ztoc() {
+        let largest = BLOB_HEADER_SIZE as u64 + (MAX_CHECKPOINTS * PACKED_CHECKPOINT_SIZE) as u64;
+        assert!(largest <= crate::ztoc::MAX_ZTOC_BYTES, "{largest}");
+        assert_eq!(MAX_CHECKPOINTS, 65_502);
+        // The limit is enforced as checkpoints appear (lowered here to keep the test small).
+        let data = sample(3 << 20);
+        let gz = gzip(&data, 6);
+        let mut cp = GzipCheckpointer::new(1 << 18, u64::MAX).unwrap();
+        cp.max_checkpoints = 3;
+        let e = cp.push::<()>(&gz, &mut |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(e, PushError::Zinfo(ZinfoError::TooManyCheckpoints(3))),
+            "{e:?}"
+        );
+        assert_eq!(cp.checkpoints().len(), 3);
     }
 
     #[test]

@@ -153,10 +153,72 @@ mod slots {
     pub const TAR_ZINFO_FIELDS: usize = 3;
 }
 
+/// The largest zTOC that can be written: flatbuffer offsets are 32-bit and Go's builder stops
+/// at 2 GiB ("cannot grow buffer beyond 2 gigabytes").
+pub const MAX_ZTOC_BYTES: u64 = (1 << 31) - 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the zTOC would take up to {bound} bytes, more than the {MAX_ZTOC_BYTES} a flatbuffer can address"
+)]
+pub struct ZtocTooLarge {
+    pub bound: u64,
+}
+
+/// Bytes a flatbuffer string takes at most: length, NUL, padding to 4.
+fn string_bound(len: usize) -> u64 {
+    len as u64 + 8
+}
+
+impl FileMetadata {
+    /// An upper bound of what this entry adds to a serialised zTOC.
+    pub fn size_bound(&self) -> u64 {
+        // Vector slot, table (soffset, 7 offsets, 5 i64 and 2 u32 with padding), vtable.
+        let mut n: u64 = 4 + 128 + 32 + 16;
+        for field in [&self.name, &self.linkname, &self.uname, &self.gname] {
+            n = n.saturating_add(string_bound(field.len()));
+        }
+        n = n
+            .saturating_add(string_bound(self.file_type.len()))
+            .saturating_add(string_bound(self.mod_time.len()));
+        for (key, value) in &self.xattrs {
+            n = n
+                .saturating_add(4 + 16 + 8 + 4)
+                .saturating_add(string_bound(key.len()))
+                .saturating_add(string_bound(value.len()));
+        }
+        n
+    }
+}
+
 impl Ztoc {
+    /// An upper bound of the serialised size (every field present, worst padding).
+    pub fn size_bound(&self) -> u64 {
+        // Root, TOC and compression tables with their vtables and alignment.
+        let mut n: u64 = 512;
+        n = n
+            .saturating_add(string_bound(self.version.len()))
+            .saturating_add(string_bound(self.build_tool_identifier.len()))
+            .saturating_add(string_bound(self.compression.checkpoints.len()))
+            .saturating_add(16);
+        for d in &self.compression.span_digests {
+            n = n.saturating_add(4 + string_bound(d.len()));
+        }
+        n = n.saturating_add(16);
+        for fm in &self.toc {
+            n = n.saturating_add(fm.size_bound());
+        }
+        n
+    }
+
     /// Serialises with upstream's call order (`ztoc_marshaler.go`), taking the checkpoint blob
-    /// out of `self` instead of copying it.
-    pub fn into_bytes(self) -> ZtocBytes {
+    /// out of `self` instead of copying it. A zTOC past [`MAX_ZTOC_BYTES`] is an error (the
+    /// 32-bit offsets would wrap).
+    pub fn into_bytes(self) -> Result<ZtocBytes, ZtocTooLarge> {
+        let bound = self.size_bound();
+        if bound > MAX_ZTOC_BYTES {
+            return Err(ZtocTooLarge { bound });
+        }
         let mut b = GoFlatBuilder::new();
         let version = b.create_string(self.version.as_bytes());
         let build_tool = b.create_string(self.build_tool_identifier.as_bytes());
@@ -204,12 +266,14 @@ impl Ztoc {
         let parts = b.finish(root);
         let checkpoints = self.compression.checkpoints;
         let digest = sha256_digest_string(&[&parts.head, &checkpoints, &parts.tail]);
-        ZtocBytes {
+        let bytes = ZtocBytes {
             head: parts.head,
             checkpoints,
             tail: parts.tail,
             digest,
-        }
+        };
+        debug_assert!(bytes.len() <= bound, "{} > bound {bound}", bytes.len());
+        Ok(bytes)
     }
 }
 
@@ -293,7 +357,7 @@ mod tests {
                 checkpoints: vec![0; 65536],
             },
         };
-        let bytes = ztoc.into_bytes();
+        let bytes = ztoc.into_bytes().unwrap();
         assert_eq!(bytes.len(), 65928);
         assert_eq!(
             bytes.digest(),
@@ -334,6 +398,37 @@ mod tests {
         let root = b.end_object();
         let parts = b.finish(root);
         assert_eq!([&parts.head[..], &blob, &parts.tail].concat(), inline.head);
+    }
+
+    /// Sizes from a layer (names, checkpoints) that would pass 2 GiB are refused before a byte
+    /// is written, instead of wrapping the 32-bit offsets.
+    #[test]
+    fn a_ztoc_past_2_gib_is_refused() {
+        let ztoc = |checkpoints: Vec<u8>| Ztoc {
+            version: ZTOC_VERSION.into(),
+            build_tool_identifier: BUILD_TOOL_IDENTIFIER.into(),
+            compressed_archive_size: 1,
+            uncompressed_archive_size: 1,
+            toc: vec![FileMetadata {
+                name: b"a".to_vec(),
+                file_type: "reg",
+                xattrs: vec![(b"k".to_vec(), b"v".to_vec())],
+                ..Default::default()
+            }],
+            compression: CompressionInfo {
+                algorithm: None,
+                max_span_id: 0,
+                span_digests: vec![String::new(); 1],
+                checkpoints,
+            },
+        };
+        let small = ztoc(vec![1; 100]);
+        let bound = small.size_bound();
+        assert!(small.into_bytes().unwrap().len() <= bound);
+        // Zeroed pages that are never touched: only the length is read.
+        let big = ztoc(vec![0; MAX_ZTOC_BYTES as usize]);
+        let e = big.into_bytes().unwrap_err();
+        assert!(e.bound > MAX_ZTOC_BYTES, "{e}");
     }
 
     #[test]

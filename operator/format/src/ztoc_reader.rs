@@ -18,6 +18,60 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ZtocReadError> {
 
 type R<T> = Result<T, ZtocReadError>;
 
+/// Most TOC entries (files) a zTOC may list: four times the layer indexer's default limit.
+pub const MAX_TOC_ENTRIES: usize = 1 << 24;
+/// Most spans a zTOC may describe (a 1 TiB layer in 64 KiB spans).
+pub const MAX_SPANS: usize = 1 << 24;
+/// What the parsed model may cost in memory per byte of zTOC. Upstream's writer and ours write
+/// every string, table and vector once, so a real zTOC costs at most about 3× its size; offsets
+/// that point at the same bytes again and again (a few KiB naming gigabytes) are refused.
+const MEMORY_PER_INPUT_BYTE: usize = 8;
+const MEMORY_SLACK: usize = 64 << 10;
+
+/// Memory the model may still take; charged before every allocation the input sizes.
+struct Budget {
+    left: usize,
+    input: usize,
+}
+
+impl Budget {
+    fn for_input(len: usize) -> Self {
+        Self {
+            left: len
+                .saturating_mul(MEMORY_PER_INPUT_BYTE)
+                .saturating_add(MEMORY_SLACK),
+            input: len,
+        }
+    }
+
+    fn charge(&mut self, bytes: usize) -> R<()> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => err(format!(
+                "a {}-byte zTOC would take more than {} bytes of memory to read (offsets point at the same data many times)",
+                self.input,
+                self.input
+                    .saturating_mul(MEMORY_PER_INPUT_BYTE)
+                    .saturating_add(MEMORY_SLACK)
+            )),
+        }
+    }
+
+    /// Charges `count` items of `size` bytes each (overflow is over budget).
+    fn charge_items(&mut self, count: usize, size: usize) -> R<()> {
+        self.charge(count.saturating_mul(size))
+    }
+
+    /// A copy of `bytes`, charged.
+    fn copy(&mut self, bytes: &[u8]) -> R<Vec<u8>> {
+        self.charge(bytes.len())?;
+        Ok(bytes.to_vec())
+    }
+}
+
 /// The flatbuffer bytes with checked little-endian reads.
 #[derive(Clone, Copy)]
 struct Buf<'a>(&'a [u8]);
@@ -123,8 +177,11 @@ impl<'a> Table<'a> {
             }
         }
     }
-    fn string(&self, slot: usize) -> R<Vec<u8>> {
-        Ok(self.bytes(slot)?.map(<[u8]>::to_vec).unwrap_or_default())
+    fn string(&self, slot: usize, budget: &mut Budget) -> R<Vec<u8>> {
+        match self.bytes(slot)? {
+            Some(b) => budget.copy(b),
+            None => Ok(Vec::new()),
+        }
     }
     fn table(&self, slot: usize) -> R<Option<Table<'a>>> {
         match self.field(slot, 4)? {
@@ -132,23 +189,44 @@ impl<'a> Table<'a> {
             Some(p) => Ok(Some(self.buf.table(self.buf.follow(p)?)?)),
         }
     }
-    /// The positions of a vector of offsets' targets.
-    fn offset_vector(&self, slot: usize) -> R<Vec<usize>> {
+    /// A vector of offsets (to tables or strings), its length checked against the buffer.
+    fn offset_vector(&self, slot: usize) -> R<OffsetVector<'a>> {
         let Some(p) = self.field(slot, 4)? else {
-            return Ok(Vec::new());
+            return Ok(OffsetVector {
+                buf: self.buf,
+                start: 0,
+                len: 0,
+            });
         };
         let target = self.buf.follow(p)?;
         let len = self.buf.u32(target)? as usize;
-        self.buf.slice(target + 4, len.saturating_mul(4))?;
-        (0..len)
-            .map(|i| self.buf.follow(target + 4 + 4 * i))
-            .collect()
+        let start = target + 4;
+        self.buf.slice(start, len.saturating_mul(4))?;
+        Ok(OffsetVector {
+            buf: self.buf,
+            start,
+            len,
+        })
     }
 }
 
-fn read_string_at(buf: Buf<'_>, pos: usize) -> R<Vec<u8>> {
+/// A vector of offsets whose slots lie inside the buffer; each element is followed on demand.
+struct OffsetVector<'a> {
+    buf: Buf<'a>,
+    start: usize,
+    len: usize,
+}
+
+impl OffsetVector<'_> {
+    /// The position element `i` points at (`i < len`, so its slot is in the buffer).
+    fn get(&self, i: usize) -> R<usize> {
+        self.buf.follow(self.start + 4 * i)
+    }
+}
+
+fn read_string_at(buf: Buf<'_>, pos: usize, budget: &mut Budget) -> R<Vec<u8>> {
     let len = buf.u32(pos)? as usize;
-    Ok(buf.slice(pos + 4, len)?.to_vec())
+    budget.copy(buf.slice(pos + 4, len)?)
 }
 
 fn file_type(raw: &[u8]) -> R<&'static str> {
@@ -171,31 +249,45 @@ fn file_type(raw: &[u8]) -> R<&'static str> {
 }
 
 /// Parses zTOC flatbuffer bytes into the model the writer serialises (so reading what
-/// [`Ztoc::into_bytes`] wrote gives the same value back).
+/// [`Ztoc::into_bytes`] wrote gives the same value back). Every count is checked against the
+/// buffer and [`MAX_TOC_ENTRIES`] before anything is allocated for it, and the model may cost at
+/// most a small multiple of the input in memory (see [`MEMORY_PER_INPUT_BYTE`]).
 pub fn read_ztoc(bytes: &[u8]) -> R<Ztoc> {
     let buf = Buf(bytes);
+    let budget = &mut Budget::for_input(bytes.len());
     let root = buf.table(buf.follow(0)?)?;
     let mut toc = Vec::new();
     if let Some(t) = root.table(4)? {
-        for pos in t.offset_vector(0)? {
-            let fm = buf.table(pos)?;
-            let mut xattrs = Vec::new();
-            for x in fm.offset_vector(13)? {
-                let x = buf.table(x)?;
-                xattrs.push((x.string(0)?, x.string(1)?));
+        let entries = t.offset_vector(0)?;
+        if entries.len > MAX_TOC_ENTRIES {
+            return err(format!(
+                "{} TOC entries, more than the {MAX_TOC_ENTRIES} accepted",
+                entries.len
+            ));
+        }
+        budget.charge_items(entries.len, size_of::<FileMetadata>())?;
+        toc.reserve_exact(entries.len);
+        for i in 0..entries.len {
+            let fm = buf.table(entries.get(i)?)?;
+            let xattr_vector = fm.offset_vector(13)?;
+            budget.charge_items(xattr_vector.len, size_of::<(Vec<u8>, Vec<u8>)>())?;
+            let mut xattrs = Vec::with_capacity(xattr_vector.len);
+            for j in 0..xattr_vector.len {
+                let x = buf.table(xattr_vector.get(j)?)?;
+                xattrs.push((x.string(0, budget)?, x.string(1, budget)?));
             }
             toc.push(FileMetadata {
-                name: fm.string(0)?,
-                file_type: file_type(&fm.string(1)?)?,
+                name: fm.string(0, budget)?,
+                file_type: file_type(fm.bytes(1)?.unwrap_or_default())?,
                 uncompressed_offset: fm.i64(2)?,
                 uncompressed_size: fm.i64(3)?,
-                linkname: fm.string(4)?,
+                linkname: fm.string(4, budget)?,
                 mode: fm.i64(5)?,
                 uid: fm.u32(6)?,
                 gid: fm.u32(7)?,
-                uname: fm.string(8)?,
-                gname: fm.string(9)?,
-                mod_time: String::from_utf8_lossy(&fm.string(10)?).into_owned(),
+                uname: fm.string(8, budget)?,
+                gname: fm.string(9, budget)?,
+                mod_time: String::from_utf8_lossy(&fm.string(10, budget)?).into_owned(),
                 devmajor: fm.i64(11)?,
                 devminor: fm.i64(12)?,
                 xattrs,
@@ -218,22 +310,33 @@ pub fn read_ztoc(bytes: &[u8]) -> R<Ztoc> {
                     other => return err(format!("unknown compression algorithm {other}")),
                 }),
             };
-            let span_digests = ci
-                .offset_vector(2)?
-                .into_iter()
-                .map(|p| read_string_at(buf, p).map(|s| String::from_utf8_lossy(&s).into_owned()))
-                .collect::<R<Vec<_>>>()?;
+            let digests = ci.offset_vector(2)?;
+            if digests.len > MAX_SPANS {
+                return err(format!(
+                    "{} span digests, more than the {MAX_SPANS} accepted",
+                    digests.len
+                ));
+            }
+            budget.charge_items(digests.len, size_of::<String>())?;
+            let mut span_digests = Vec::with_capacity(digests.len);
+            for i in 0..digests.len {
+                let text = read_string_at(buf, digests.get(i)?, budget)?;
+                span_digests.push(String::from_utf8_lossy(&text).into_owned());
+            }
             CompressionInfo {
                 algorithm,
                 max_span_id: ci.i32(1)?,
                 span_digests,
-                checkpoints: ci.bytes(3)?.map(<[u8]>::to_vec).unwrap_or_default(),
+                checkpoints: match ci.bytes(3)? {
+                    Some(b) => budget.copy(b)?,
+                    None => Vec::new(),
+                },
             }
         }
     };
     Ok(Ztoc {
-        version: String::from_utf8_lossy(&root.string(0)?).into_owned(),
-        build_tool_identifier: String::from_utf8_lossy(&root.string(1)?).into_owned(),
+        version: String::from_utf8_lossy(&root.string(0, budget)?).into_owned(),
+        build_tool_identifier: String::from_utf8_lossy(&root.string(1, budget)?).into_owned(),
         compressed_archive_size: root.i64(2)?,
         uncompressed_archive_size: root.i64(3)?,
         toc,
@@ -277,7 +380,9 @@ pub fn parse_gzip_zinfo(blob: &[u8]) -> R<GzipZinfoView> {
         return err(format!(
             "zinfo blob of {} bytes does not hold {n} checkpoints (expected {} bytes)",
             blob.len(),
-            BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE * n
+            PACKED_CHECKPOINT_SIZE
+                .saturating_mul(n)
+                .saturating_add(BLOB_HEADER_SIZE)
         ));
     };
     let mut checkpoints = Vec::with_capacity(n);
@@ -340,10 +445,32 @@ pub struct SpanRange {
 /// soci-snapshotter makes when it loads the zTOC: the checkpoint blob parses, `max_span_id`
 /// equals the checkpoint count − 1, one span digest per span, and span offsets are strictly
 /// increasing (a zero-length span is refused: "span offsets are non-monotonic").
+///
+/// The span count is worked out and checked against `max_span_id`, the span digests and
+/// [`MAX_SPANS`] before any span is listed: the layer size comes from a manifest and the span
+/// size from the zTOC, so their quotient can be anything.
 pub fn span_ranges(z: &Ztoc, layer_size: u64) -> R<Vec<SpanRange>> {
     let ci = &z.compression;
     let uncompressed_size = z.uncompressed_archive_size.max(0) as u64;
-    let spans = match algorithm(z) {
+    let check_count = |count: u64| -> R<usize> {
+        if count > MAX_SPANS as u64 {
+            return err(format!("{count} spans, more than the {MAX_SPANS} accepted"));
+        }
+        if ci.max_span_id < 0 || ci.max_span_id as u64 + 1 != count {
+            return err(format!(
+                "max_span_id {} but the checkpoints make {count} spans",
+                ci.max_span_id
+            ));
+        }
+        if ci.span_digests.len() as u64 != count {
+            return err(format!(
+                "{} span digests for {count} spans",
+                ci.span_digests.len()
+            ));
+        }
+        Ok(count as usize)
+    };
+    match algorithm(z) {
         CompressionAlgorithm::Gzip => {
             let zinfo = parse_gzip_zinfo(&ci.checkpoints)?;
             let cps = &zinfo.checkpoints;
@@ -361,9 +488,16 @@ pub fn span_ranges(z: &Ztoc, layer_size: u64) -> R<Vec<SpanRange>> {
                     ));
                 }
             }
-            let mut out = Vec::with_capacity(cps.len());
+            let count = check_count(cps.len() as u64)?;
+            let mut out = Vec::with_capacity(count);
             for (i, c) in cps.iter().enumerate() {
-                let start = c.compressed_offset - u64::from(c.bits != 0);
+                // A checkpoint with unused bits shares the byte before it with its span.
+                let Some(start) = c.compressed_offset.checked_sub(u64::from(c.bits != 0)) else {
+                    return err(format!(
+                        "checkpoint {i} at compressed offset 0 claims {} unused bits of the byte before it",
+                        c.bits
+                    ));
+                };
                 let (end, uend) = match cps.get(i + 1) {
                     Some(next) => (next.compressed_offset, next.uncompressed_offset),
                     None => (layer_size, uncompressed_size),
@@ -378,47 +512,36 @@ pub fn span_ranges(z: &Ztoc, layer_size: u64) -> R<Vec<SpanRange>> {
                     uncompressed: c.uncompressed_offset..uend.max(c.uncompressed_offset),
                 });
             }
-            out
+            Ok(out)
         }
         CompressionAlgorithm::Uncompressed => {
             let tz = parse_tar_zinfo(&ci.checkpoints)?;
-            if tz.span_size <= 0 {
+            let Ok(span) = u64::try_from(tz.span_size) else {
                 return err(format!("TarZinfo span size {}", tz.span_size));
+            };
+            if span == 0 {
+                return err("TarZinfo span size 0");
             }
-            if tz.size as u64 != layer_size {
+            if u64::try_from(tz.size) != Ok(layer_size) {
                 return err(format!(
                     "TarZinfo size {} differs from the layer's {layer_size} bytes",
                     tz.size
                 ));
             }
-            let span = tz.span_size as u64;
-            let count = layer_size.div_ceil(span).max(1);
-            (0..count)
+            let count = check_count(layer_size.div_ceil(span).max(1))?;
+            // `i * span < layer_size` for every i < count; only the end can pass u64::MAX.
+            Ok((0..count as u64)
                 .map(|i| {
-                    let r = i * span..((i + 1) * span).min(layer_size);
+                    let start = i * span;
+                    let r = start..start.saturating_add(span).min(layer_size);
                     SpanRange {
                         compressed: r.clone(),
                         uncompressed: r,
                     }
                 })
-                .collect()
+                .collect())
         }
-    };
-    if ci.max_span_id < 0 || ci.max_span_id as usize + 1 != spans.len() {
-        return err(format!(
-            "max_span_id {} but the checkpoints make {} spans",
-            ci.max_span_id,
-            spans.len()
-        ));
     }
-    if ci.span_digests.len() != spans.len() {
-        return err(format!(
-            "{} span digests for {} spans",
-            ci.span_digests.len(),
-            spans.len()
-        ));
-    }
-    Ok(spans)
 }
 
 /// The TOC check made on load (`flatbufferToTOC`): entries sorted by data offset, each entry's
@@ -502,7 +625,7 @@ mod tests {
     #[test]
     fn reads_back_what_the_writer_wrote() {
         let z = sample();
-        let bytes = z.clone().into_bytes().to_vec();
+        let bytes = z.clone().into_bytes().unwrap().to_vec();
         let mut back = read_ztoc(&bytes).unwrap();
         // Gzip is the schema default: the writer leaves the field out.
         assert_eq!(back.compression.algorithm, None);
@@ -540,7 +663,7 @@ mod tests {
                 checkpoints: vec![0; 65536],
             },
         };
-        let back = read_ztoc(&z.clone().into_bytes().to_vec()).unwrap();
+        let back = read_ztoc(&z.clone().into_bytes().unwrap().to_vec()).unwrap();
         assert_eq!(back, z);
         // 65536 bytes is not a zinfo blob of any checkpoint count.
         assert!(span_ranges(&back, 2_000_000).is_err());
@@ -580,7 +703,7 @@ mod tests {
         z.compression.checkpoints = tar_zinfo_bytes(4096, 10000);
         z.compression.max_span_id = 2;
         z.compression.span_digests = vec![String::new(); 3];
-        let bytes = z.into_bytes().to_vec();
+        let bytes = z.into_bytes().unwrap().to_vec();
         let back = read_ztoc(&bytes).unwrap();
         assert_eq!(
             back.compression.algorithm,
@@ -603,7 +726,7 @@ mod tests {
 
     #[test]
     fn garbage_and_truncations_give_errors_not_panics() {
-        let bytes = sample().into_bytes().to_vec();
+        let bytes = sample().into_bytes().unwrap().to_vec();
         for cut in (0..bytes.len()).step_by(97) {
             let _ = read_ztoc(&bytes[..cut]);
         }
@@ -624,5 +747,191 @@ mod tests {
         }
         assert!(read_ztoc(b"").is_err());
         assert!(read_ztoc(&[0xff; 16]).is_err());
+    }
+}
+
+/// Hostile zTOCs: counts, offsets and sizes that come from outside must give an error before
+/// anything is allocated for them.
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use crate::flatbuf::GoFlatBuilder;
+    use crate::ztoc::tar_zinfo_bytes;
+
+    fn digest() -> String {
+        format!("sha256:{}", "a".repeat(64))
+    }
+
+    fn uncompressed(span_size: i64, size: i64, max_span_id: i32, digests: usize) -> Ztoc {
+        Ztoc {
+            version: "0.9".into(),
+            build_tool_identifier: "AWS SOCI CLI v0.2".into(),
+            compressed_archive_size: size,
+            uncompressed_archive_size: size,
+            toc: Vec::new(),
+            compression: CompressionInfo {
+                algorithm: Some(CompressionAlgorithm::Uncompressed),
+                max_span_id,
+                span_digests: vec![digest(); digests],
+                checkpoints: tar_zinfo_bytes(span_size, size),
+            },
+        }
+    }
+
+    fn gzip_blob(checkpoints: &[(i64, i64, u8)]) -> Vec<u8> {
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&(checkpoints.len() as i32).to_le_bytes());
+        blob.extend_from_slice(&(1i64 << 22).to_le_bytes());
+        for &(input, output, bits) in checkpoints {
+            blob.extend_from_slice(&input.to_le_bytes());
+            blob.extend_from_slice(&output.to_le_bytes());
+            blob.push(bits);
+            blob.extend_from_slice(&[0u8; crate::zinfo::WINDOW_SIZE]);
+        }
+        blob
+    }
+
+    /// A 2^40-byte layer in 1-byte spans: the span count is refused before a single span is
+    /// listed (it used to collect 2^40 ranges and abort on the allocation).
+    #[test]
+    fn a_2_pow_40_layer_in_1_byte_spans_is_refused_before_listing_spans() {
+        let z = uncompressed(1, 1 << 40, 0, 1);
+        let bytes = z.into_bytes().unwrap().to_vec();
+        let z = read_ztoc(&bytes).unwrap();
+        let e = span_ranges(&z, 1 << 40).unwrap_err();
+        assert!(e.0.contains("1099511627776 spans, more than"), "{e}");
+    }
+
+    /// Fewer spans than MAX_SPANS, but not what max_span_id says: refused before listing.
+    #[test]
+    fn a_span_count_that_disagrees_with_max_span_id_is_refused() {
+        let z = uncompressed(1, 1 << 23, 0, 1);
+        let e = span_ranges(&z, 1 << 23).unwrap_err();
+        assert!(
+            e.0.contains("max_span_id 0 but the checkpoints make 8388608 spans"),
+            "{e}"
+        );
+        let z = uncompressed(1 << 20, 1 << 22, 3, 1);
+        let e = span_ranges(&z, 1 << 22).unwrap_err();
+        assert!(e.0.contains("1 span digests for 4 spans"), "{e}");
+    }
+
+    #[test]
+    fn bad_tar_zinfo_sizes_are_errors() {
+        for (span, size, layer, want) in [
+            (0, 100, 100, "span size 0"),
+            (-1, 100, 100, "span size -1"),
+            (i64::MIN, 100, 100, "span size"),
+            (10, -1, u64::MAX, "TarZinfo size -1 differs"),
+            (10, 100, 101, "TarZinfo size 100 differs"),
+        ] {
+            let z = uncompressed(span, size, 0, 1);
+            let e = span_ranges(&z, layer).unwrap_err();
+            assert!(e.0.contains(want), "{span} {size} {layer}: {e}");
+        }
+        // The largest span of a layer near i64::MAX: ends are clamped, never wrapped.
+        let z = uncompressed(i64::MAX - 1, i64::MAX, 1, 2);
+        let spans = span_ranges(&z, i64::MAX as u64).unwrap();
+        assert_eq!(spans[1].compressed, (i64::MAX - 1) as u64..i64::MAX as u64);
+    }
+
+    /// A first checkpoint at compressed offset 0 with unused bits would start its span at
+    /// byte -1 (a subtraction overflow panic in debug builds, a wrap in release).
+    #[test]
+    fn a_checkpoint_at_offset_0_with_unused_bits_is_an_error() {
+        let mut z = uncompressed(1, 1, 1, 2);
+        z.compression.algorithm = Some(CompressionAlgorithm::Gzip);
+        z.compression.checkpoints = gzip_blob(&[(0, 0, 3), (100, 1000, 0)]);
+        let e = span_ranges(&z, 200).unwrap_err();
+        assert!(e.0.contains("checkpoint 0 at compressed offset 0"), "{e}");
+    }
+
+    #[test]
+    fn truncated_and_miscounted_zinfo_blobs_are_errors() {
+        let blob = gzip_blob(&[(10, 0, 0), (100, 1000, 0)]);
+        for cut in [0, 4, 11, 12, 13, blob.len() - 1] {
+            assert!(parse_gzip_zinfo(&blob[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut lying = blob.clone();
+        lying[0..4].copy_from_slice(&i32::MAX.to_le_bytes());
+        let e = parse_gzip_zinfo(&lying).unwrap_err();
+        assert!(e.0.contains("does not hold 2147483647 checkpoints"), "{e}");
+        lying[0..4].copy_from_slice(&(-1i32).to_le_bytes());
+        assert!(parse_gzip_zinfo(&lying).is_err());
+        let mut negative = blob.clone();
+        negative[12..20].copy_from_slice(&(-5i64).to_le_bytes());
+        assert!(
+            parse_gzip_zinfo(&negative)
+                .unwrap_err()
+                .0
+                .contains("invalid")
+        );
+        assert!(parse_tar_zinfo(&[0xff; 3]).is_err());
+        assert!(parse_tar_zinfo(&[0x10, 0, 0, 0, 0xfc, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    /// A zTOC whose TOC vector lists `copies` offsets, all to one FileMetadata table with a
+    /// `name_len`-byte name (a few KiB of input that would copy the name `copies` times).
+    fn shared_entry_ztoc(copies: usize, name_len: usize) -> Vec<u8> {
+        let mut b = GoFlatBuilder::new();
+        let name = b.create_string(&vec![b'n'; name_len]);
+        b.start_object(14);
+        b.add_offset(0, name);
+        let entry = b.end_object();
+        let entries = b.create_offset_vector(&vec![entry; copies]);
+        b.start_object(1);
+        b.add_offset(0, entries);
+        let toc = b.end_object();
+        b.start_object(6);
+        b.add_offset(4, toc);
+        let root = b.end_object();
+        let parts = b.finish(root);
+        [parts.head, parts.tail].concat()
+    }
+
+    #[test]
+    fn offsets_pointing_at_the_same_bytes_do_not_multiply_memory() {
+        // 4096 copies of a 16 KiB name: 64 MiB from a 32 KiB zTOC.
+        let bytes = shared_entry_ztoc(4096, 16 << 10);
+        assert!(bytes.len() < 40 << 10);
+        let e = read_ztoc(&bytes).unwrap_err();
+        assert!(e.0.contains("more than"), "{e}");
+        assert!(e.0.contains("bytes of memory"), "{e}");
+        // Distinct entries of the same total size read fine.
+        let mut z = uncompressed(1 << 20, 1 << 20, 0, 1);
+        z.toc = (0..64)
+            .map(|i| FileMetadata {
+                name: format!("{i:016}").repeat(1024).into_bytes(),
+                file_type: "reg",
+                ..Default::default()
+            })
+            .collect();
+        let back = read_ztoc(&z.clone().into_bytes().unwrap().to_vec()).unwrap();
+        assert_eq!(back.toc, z.toc);
+    }
+
+    /// Many empty entries sharing one table: each costs a FileMetadata in memory but only
+    /// four bytes of input.
+    #[test]
+    fn many_entries_on_one_table_are_refused() {
+        let bytes = shared_entry_ztoc(200_000, 0);
+        let e = read_ztoc(&bytes).unwrap_err();
+        assert!(e.0.contains("bytes of memory"), "{e}");
+    }
+
+    /// A vector length from the buffer that runs past its end: refused before allocating.
+    #[test]
+    fn a_vector_length_past_the_end_is_an_error() {
+        let mut bytes = shared_entry_ztoc(1, 4);
+        let at = {
+            let buf = Buf(&bytes);
+            let root = buf.table(buf.follow(0).unwrap()).unwrap();
+            let toc = root.table(4).unwrap().unwrap();
+            buf.follow(toc.field(0, 4).unwrap().unwrap()).unwrap()
+        };
+        assert_eq!(bytes[at..at + 4], 1u32.to_le_bytes());
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e = read_ztoc(&bytes).unwrap_err();
+        assert!(e.0.contains("beyond the end"), "{e}");
     }
 }

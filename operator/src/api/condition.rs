@@ -8,6 +8,16 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 pub const LAZY_LOAD_READY: &str = "LazyLoadReady";
+/// The longest `message` a condition carries (metav1.Condition allows 32768; the status holds
+/// one per image, so less here).
+pub const MAX_MESSAGE: usize = 1024;
+/// The longest `reason`.
+pub const MAX_REASON: usize = 128;
+/// The reason of a condition made with a reason that is not a CamelCase word (it may come from
+/// a worker's termination message, which any Pod can write).
+pub const UNKNOWN_REASON: &str = "Unknown";
+/// Ends a cut text.
+pub const TRUNCATED: &str = "… (truncated)";
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ConditionStatus {
@@ -23,9 +33,13 @@ pub struct Condition {
     pub type_: String,
     pub status: ConditionStatus,
     /// CamelCase, machine-readable.
+    #[schemars(
+        length(min = 1, max = MAX_REASON),
+        regex(pattern = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    )]
     pub reason: String,
     /// For a person: what happened and what to do.
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = MAX_MESSAGE))]
     pub message: String,
     /// RFC 3339, UTC; changes only when `status` changes.
     #[schemars(extend("format" = "date-time"))]
@@ -42,7 +56,12 @@ impl Condition {
         message: impl Into<String>,
     ) -> Self {
         let mut message = message.into();
-        truncate(&mut message, 1024);
+        truncate(&mut message, MAX_MESSAGE);
+        let reason = if is_reason(reason) {
+            reason
+        } else {
+            UNKNOWN_REASON
+        };
         Self {
             type_: type_.into(),
             status,
@@ -54,16 +73,35 @@ impl Condition {
     }
 }
 
-/// Shortens `text` to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut cut = max.saturating_sub(3);
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
+/// What the CRD admits as a `reason`: one CamelCase word, as metav1.Condition has it.
+pub fn is_reason(reason: &str) -> bool {
+    let bytes = reason.as_bytes();
+    let inner = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b',' | b':');
+    match bytes {
+        [] => false,
+        [first, ..] if !first.is_ascii_alphabetic() => false,
+        [.., last] if !(last.is_ascii_alphanumeric() || *last == b'_') => false,
+        _ => bytes.len() <= MAX_REASON && bytes.iter().all(inner),
     }
+}
+
+/// Shortens `text` to at most `max` bytes on a character boundary, ending it with
+/// [`TRUNCATED`] (or as much of the marker as fits).
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let marker = if TRUNCATED.len() <= max {
+        TRUNCATED
+    } else {
+        ""
+    };
+    let mut cut = max - marker.len();
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(marker);
 }
 
 /// The conditions to write: `wanted`, in that order, each keeping the `lastTransitionTime` of
@@ -146,7 +184,44 @@ mod tests {
     #[test]
     fn long_messages_are_cut_on_a_character_boundary() {
         let c = Condition::new(READY, ConditionStatus::False, "X", "é".repeat(1000));
-        assert!(c.message.len() <= 1024);
-        assert!(c.message.ends_with("..."));
+        assert!(c.message.len() <= MAX_MESSAGE);
+        assert!(c.message.ends_with(TRUNCATED));
+        // Four-byte characters, every cut position, and limits smaller than the marker.
+        for max in 0..40 {
+            let mut text = "😀".repeat(20);
+            truncate(&mut text, max);
+            assert!(text.len() <= max, "{max}: {text}");
+        }
+        let mut short = "fits".to_string();
+        truncate(&mut short, 4);
+        assert_eq!(short, "fits");
+    }
+
+    #[test]
+    fn a_reason_that_is_not_one_camel_case_word_becomes_unknown() {
+        for bad in [
+            "",
+            "two words",
+            "1Leading",
+            "Trailing:",
+            "Quote\"",
+            "Ünicode",
+            &"A".repeat(MAX_REASON + 1),
+        ] {
+            let c = Condition::new(READY, ConditionStatus::False, bad, "m");
+            assert_eq!(c.reason, UNKNOWN_REASON, "{bad:?}");
+        }
+        for good in [
+            "BuildFailed",
+            "A",
+            "Reason_2",
+            "Kind:Sub,Other",
+            &"A".repeat(MAX_REASON),
+        ] {
+            assert_eq!(
+                Condition::new(READY, ConditionStatus::True, good, "").reason,
+                good
+            );
+        }
     }
 }

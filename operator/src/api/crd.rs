@@ -53,4 +53,73 @@ mod tests {
             "name"
         );
     }
+
+    fn spec_schema() -> serde_json::Value {
+        let crd: serde_json::Value = serde_yaml::from_str(&yaml().unwrap()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+    }
+
+    /// Paths under `node` of strings without maxLength (or enum), lists without maxItems and
+    /// maps without maxProperties.
+    fn unbounded(path: &str, node: &serde_json::Value, found: &mut Vec<String>) {
+        let has = |key: &str| node.get(key).is_some();
+        let int_or_string = node["x-kubernetes-int-or-string"] == true;
+        match node["type"].as_str() {
+            Some("string") if !has("maxLength") && !has("enum") => found.push(path.into()),
+            None if int_or_string && !has("maxLength") => found.push(path.into()),
+            Some("array") => {
+                if !has("maxItems") {
+                    found.push(path.into());
+                }
+                unbounded(&format!("{path}[]"), &node["items"], found);
+            }
+            Some("object") => {
+                if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
+                    if !has("maxProperties") {
+                        found.push(path.into());
+                    }
+                    unbounded(&format!("{path}{{}}"), values, found);
+                }
+                for (name, property) in node["properties"].as_object().into_iter().flatten() {
+                    unbounded(&format!("{path}.{name}"), property, found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_string_list_and_map_of_the_spec_is_bounded() {
+        let spec = spec_schema();
+        let mut found = Vec::new();
+        unbounded("spec", &spec, &mut found);
+        assert!(found.is_empty(), "unbounded: {found:?}");
+        let p = &spec["properties"];
+        for (field, min, max) in [
+            ("minLayerSize", 0.0, (1u64 << 40) as f64),
+            ("spanSize", 65536.0, (1u64 << 30) as f64),
+        ] {
+            assert_eq!(p[field]["minimum"].as_f64(), Some(min), "{field}");
+            assert_eq!(p[field]["maximum"].as_f64(), Some(max), "{field}");
+        }
+        assert_eq!(p["images"]["maxItems"], 256);
+        assert_eq!(p["platforms"]["maxItems"], 32);
+        assert_eq!(p["job"]["properties"]["tolerations"]["maxItems"], 32);
+        assert_eq!(p["job"]["properties"]["nodeSelector"]["maxProperties"], 32);
+        assert_eq!(
+            p["credentials"]["properties"]["serviceAccountName"]["maxLength"],
+            253
+        );
+    }
+
+    #[test]
+    fn the_interval_is_bounded_by_a_cel_rule_on_go_durations() {
+        let interval = &spec_schema()["properties"]["interval"];
+        assert_eq!(interval["maxLength"], 32);
+        assert_eq!(interval["pattern"], r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$");
+        assert_eq!(
+            interval["x-kubernetes-validations"][0]["rule"],
+            "duration(self) >= duration('10s') && duration(self) <= duration('720h')"
+        );
+    }
 }

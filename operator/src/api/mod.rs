@@ -2,6 +2,7 @@
 //! the CRD text (`soci-operator crd`). The schema carries the validation the API server
 //! enforces: list-map keys, enums, bounds and CEL rules with messages a person can act on.
 
+pub mod budget;
 pub mod condition;
 pub mod crd;
 
@@ -12,6 +13,43 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// The bounds the CRD schema states, checked again by the controller (`plan::check_spec`) for
+/// an object that bypassed the schema (an older CRD): what the worker, the Job template and the
+/// status can carry.
+pub mod limits {
+    pub const MAX_IMAGES: usize = 256;
+    pub const MAX_IMAGE_NAME: usize = 63;
+    /// A reference: name (at most 255, as distribution has it), tag and digest.
+    pub const MAX_IMAGE_REFERENCE: usize = 512;
+    pub const MAX_PLATFORMS: usize = 32;
+    /// `os/arch[/variant]`.
+    pub const MAX_PLATFORM: usize = 64;
+    /// 1 TiB: no layer is larger; more only means "index nothing".
+    pub const MAX_MIN_LAYER_SIZE: i64 = 1 << 40;
+    pub const MIN_SPAN_SIZE: i64 = 1 << 16;
+    /// 1 GiB: the snapshotter fetches a whole span to read one file of it.
+    pub const MAX_SPAN_SIZE: i64 = 1 << 30;
+    pub const MAX_INTERVAL_TEXT: usize = 32;
+    pub const MAX_TAG_SUFFIX: usize = 64;
+    pub const MAX_TAG_TEMPLATE: usize = 128;
+    pub const MAX_SECRET_REFS: usize = 8;
+    /// A DNS subdomain: Secret and ServiceAccount names.
+    pub const MAX_OBJECT_NAME: usize = 253;
+    pub const MAX_NODE_SELECTOR: usize = 32;
+    /// A label key: a DNS-subdomain prefix, `/`, a name of 63.
+    pub const MAX_LABEL_KEY: usize = 317;
+    pub const MAX_LABEL_VALUE: usize = 63;
+    pub const MAX_TOLERATIONS: usize = 32;
+    /// Entries of each of `resources.limits`, `.requests` and `.claims`.
+    pub const MAX_RESOURCE_ENTRIES: usize = 16;
+    pub const MIN_ACTIVE_DEADLINE_SECONDS: i64 = 30;
+    pub const MAX_ACTIVE_DEADLINE_SECONDS: i64 = 86400;
+    pub const MAX_BACKOFF_LIMIT: i32 = 10;
+}
+
+/// A DNS subdomain (RFC 1123), as Secret and ServiceAccount names are.
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// Annotation whose change asks for a reconcile now (and a retry of a stalled image).
 pub const RECONCILE_REQUEST_ANNOTATION: &str = "soci.dev/reconcile-requested-at";
@@ -38,22 +76,25 @@ pub const RECONCILE_REQUEST_ANNOTATION: &str = "soci.dev/reconcile-requested-at"
 pub struct SociIndexSpec {
     /// The images to index, keyed by `name`.
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = limits::MAX_IMAGES))]
     pub images: Vec<ImageSpec>,
     /// Where the SOCI-enabled image is written. Default: the source tag with suffix `-soci`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSpec>,
     /// Platforms to index (`os/arch[/variant]`). Default: every platform of the image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(
+        length(max = limits::MAX_PLATFORMS),
+        inner(length(min = 1, max = limits::MAX_PLATFORM))
+    )]
     pub platforms: Vec<String>,
     /// Layers smaller than this many bytes (compressed) get no zTOC. Default 10 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = limits::MAX_MIN_LAYER_SIZE))]
     pub min_layer_size: Option<i64>,
-    /// Uncompressed bytes between checkpoints. Default 4 MiB.
+    /// Uncompressed bytes between checkpoints (64 KiB to 1 GiB). Default 4 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 65536))]
+    #[schemars(range(min = limits::MIN_SPAN_SIZE, max = limits::MAX_SPAN_SIZE))]
     pub span_size: Option<i64>,
     /// SOCI index manifest version: `v2` (default) binds the index to the image; `v1` is for
     /// old runtimes.
@@ -62,10 +103,17 @@ pub struct SociIndexSpec {
     /// Registry credentials for the worker and the controller's own registry checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
-    /// How often tags are re-resolved and targets re-verified (Go duration: `30m`, `1h`).
-    /// Default 1h.
+    /// How often tags are re-resolved and targets re-verified (Go duration: `30m`, `1h`),
+    /// between 10s and 720h (30 days). Default 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = limits::MAX_INTERVAL_TEXT),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+    )]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "duration(self) >= duration('10s') && duration(self) <= duration('720h')",
+        "message": "interval must be between 10s and 720h (30 days)"
+    }]))]
     pub interval: Option<String>,
     /// Stop reconciling: no registry checks, no Jobs; the status is kept.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -90,12 +138,12 @@ pub struct SociIndexSpec {
 pub struct ImageSpec {
     /// Key of this entry in `spec.images` and `status.images`.
     #[schemars(
-        length(min = 1, max = 63),
+        length(min = 1, max = limits::MAX_IMAGE_NAME),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
     /// A tag or digest reference (`registry/repo:tag`, `registry/repo@sha256:...`).
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = limits::MAX_IMAGE_REFERENCE))]
     pub image: String,
 }
 
@@ -109,11 +157,14 @@ pub struct ImageSpec {
 pub struct TargetSpec {
     /// Appended to the source tag (`v1` → `v1-soci`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    #[schemars(
+        length(min = 1, max = limits::MAX_TAG_SUFFIX),
+        regex(pattern = r"^[A-Za-z0-9_.-]+$")
+    )]
     pub tag_suffix: Option<String>,
     /// The target tag, with `{tag}` (the source tag) and `{name}` (the image's name) replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = limits::MAX_TAG_TEMPLATE))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.matches('^[A-Za-z0-9_{}.-]+$')",
         "message": "tagTemplate may hold only tag characters and the placeholders {tag} and {name}"
@@ -145,37 +196,116 @@ pub enum DeletionPolicy {
 pub struct Credentials {
     /// `kubernetes.io/dockerconfigjson` Secrets in this namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = limits::MAX_SECRET_REFS))]
     pub secret_refs: Vec<SecretRef>,
     /// The worker runs as this ServiceAccount (its pull secrets, workload identity); its token
     /// is mounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = limits::MAX_OBJECT_NAME),
+        regex(pattern = DNS_SUBDOMAIN)
+    )]
     pub service_account_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct SecretRef {
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = limits::MAX_OBJECT_NAME),
+        regex(pattern = DNS_SUBDOMAIN)
+    )]
     pub name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSettings {
+    /// At most 16 entries in each of `limits`, `requests` and `claims`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "bounded_resources")]
     pub resources: Option<ResourceRequirements>,
+    /// At most 32 labels (keys up to 317 characters, values up to 63).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = limits::MAX_NODE_SELECTOR,
+        "additionalProperties" = {"type": "string", "maxLength": limits::MAX_LABEL_VALUE},
+        "x-kubernetes-validations" = [{
+            "rule": "self.all(k, size(k) <= 317)",
+            "message": "nodeSelector keys are label keys: at most 317 characters"
+        }]
+    ))]
     pub node_selector: BTreeMap<String, String>,
+    /// At most 32 (keys up to 317 characters, values up to 63).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "bounded_tolerations")]
     pub tolerations: Vec<Toleration>,
     /// Seconds a build may run before it is stopped and reported. Default 1800.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 30, max = 86400))]
+    #[schemars(range(
+        min = limits::MIN_ACTIVE_DEADLINE_SECONDS,
+        max = limits::MAX_ACTIVE_DEADLINE_SECONDS
+    ))]
     pub active_deadline_seconds: Option<i64>,
     /// Pod retries of a failed build inside one Job. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 10))]
+    #[schemars(range(min = 0, max = limits::MAX_BACKOFF_LIMIT))]
     pub backoff_limit: Option<i32>,
+}
+
+/// The schema of `Vec<Toleration>` with bounds on the list and on each string.
+fn bounded_tolerations(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Toleration>>();
+    schema.insert("maxItems".into(), limits::MAX_TOLERATIONS.into());
+    if let Some(properties) = schema
+        .get_mut("items")
+        .and_then(|items| items.get_mut("properties"))
+        .and_then(|p| p.as_object_mut())
+    {
+        for (name, max) in [
+            ("key", limits::MAX_LABEL_KEY),
+            ("value", limits::MAX_LABEL_VALUE),
+            ("operator", 16),
+            ("effect", 32),
+        ] {
+            if let Some(property) = properties.get_mut(name).and_then(|p| p.as_object_mut()) {
+                property.insert("maxLength".into(), max.into());
+            }
+        }
+    }
+    schema
+}
+
+/// The schema of `Option<ResourceRequirements>` with at most 16 limits, requests and claims,
+/// and bounded strings.
+fn bounded_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Option<ResourceRequirements>>();
+    let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return schema;
+    };
+    for name in ["limits", "requests"] {
+        if let Some(map) = properties.get_mut(name).and_then(|p| p.as_object_mut()) {
+            map.insert("maxProperties".into(), limits::MAX_RESOURCE_ENTRIES.into());
+            if let Some(quantity) = map
+                .get_mut("additionalProperties")
+                .and_then(|q| q.as_object_mut())
+            {
+                quantity.insert("maxLength".into(), 64.into());
+            }
+        }
+    }
+    if let Some(claims) = properties.get_mut("claims").and_then(|p| p.as_object_mut()) {
+        claims.insert("maxItems".into(), limits::MAX_RESOURCE_ENTRIES.into());
+        if let Some(fields) = claims
+            .get_mut("items")
+            .and_then(|i| i.get_mut("properties"))
+            .and_then(|p| p.as_object_mut())
+        {
+            for field in fields.values_mut().filter_map(|f| f.as_object_mut()) {
+                field.insert("maxLength".into(), 63.into());
+            }
+        }
+    }
+    schema
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

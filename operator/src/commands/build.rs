@@ -25,6 +25,10 @@ pub struct BuildArgs {
     /// The target tag reference (written last).
     #[arg(long)]
     target: String,
+    /// The target tag is the source image's own tag (`target.inPlace`): it is rewritten only
+    /// if it still names the source digest when the build is done.
+    #[arg(long)]
+    in_place: bool,
     /// Where the JSON result goes (the container's termination message path).
     #[arg(long, default_value = "/dev/termination-log")]
     result_file: PathBuf,
@@ -119,8 +123,11 @@ fn build(args: &BuildArgs) -> Result<WorkerResult> {
     let client = args.registry.client()?;
     super::runtime()?.block_on(async {
         let reader = RegistrySource::new(client.clone(), source.clone());
-        let sink =
+        let mut sink =
             RegistrySink::new(client.clone(), target).map_err(|e| UsageError(format!("{e:#}")))?;
+        if args.in_place {
+            sink = sink.in_place();
+        }
         let report = convert(&reader, sink, &settings).await?;
         Ok(WorkerResult {
             ok: true,

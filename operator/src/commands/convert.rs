@@ -198,8 +198,12 @@ impl Job<'_> {
             }
             ImageRef::Registry(r) => {
                 let client = self.client.expect("client made for registry references");
-                let sink = RegistrySink::new(client.clone(), r.clone())
+                let mut sink = RegistrySink::new(client.clone(), r.clone())
                     .map_err(|e| UsageError(format!("{e:#}")))?;
+                // `convert repo:tag repo:tag` rewrites the source tag itself.
+                if source.registry_repository() == Some(r) {
+                    sink = sink.in_place();
+                }
                 convert(source, sink, self.settings).await?
             }
         };

@@ -3,7 +3,7 @@
 
 use super::registry_args::RegistryArgs;
 use crate::controller::runtime::{LeaderOptions, RunOptions, identity};
-use crate::controller::worker::{WorkerOptions, WorkerPodConfig};
+use crate::controller::worker::{NamespaceSet, TenantPolicy, WorkerOptions, WorkerPodConfig};
 use crate::controller::{self, Context, Metrics, plan, slots};
 use crate::exit::UsageError;
 use anyhow::{Context as _, Result};
@@ -32,14 +32,19 @@ pub struct RunArgs {
     /// Watch this namespace (repeatable; default: all namespaces).
     #[arg(long = "namespace", value_name = "NS")]
     namespaces: Vec<String>,
-    /// How often a SociIndex without spec.interval is checked again (30s, 5m, 1h30m)
-    /// [default: 1h].
+    /// How often a SociIndex without spec.interval is checked again (30s, 5m, 1h30m; 10s to
+    /// 720h) [default: 1h].
     #[arg(long, value_name = "DURATION")]
     default_interval: Option<String>,
     /// How often an image that is settled (verified, nothing moved) gets the full check of its
-    /// target (manifests, SOCI index, zTOCs) instead of one HEAD per tag; 0: every interval.
+    /// target (manifests, SOCI index, zTOCs) instead of one HEAD per tag (10s to 720h); 0: every
+    /// interval.
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     full_check_interval: String,
+    /// A reconcile still running after this long is abandoned and retried with backoff (10s to
+    /// 720h).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    reconcile_timeout: String,
     /// SociIndexes reconciled at once, over every watched namespace.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
     max_concurrent_reconciles: u16,
@@ -49,6 +54,30 @@ pub struct RunArgs {
     /// Worker Jobs running at once per source registry host (0: no cap).
     #[arg(long, default_value_t = 2, value_name = "N")]
     max_jobs_per_registry: usize,
+    /// Worker Jobs running at once per namespace, so that one namespace cannot hold every
+    /// slot (0: no cap).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    max_jobs_per_namespace: usize,
+    /// Namespaces whose SociIndexes may name spec.credentials.serviceAccountName (the worker
+    /// runs as it, with its token); repeatable or comma-separated, `*` for all. Default: none
+    /// (such a SociIndex stalls with SpecNotAllowed).
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    allow_spec_service_account: Vec<String>,
+    /// Namespaces whose SociIndexes may set spec.job.nodeSelector and spec.job.tolerations;
+    /// repeatable or comma-separated, `*` for all. Default: none (SpecNotAllowed).
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    allow_spec_scheduling: Vec<String>,
+    /// Namespaces where a SociIndex without spec.credentials.secretRefs uses the operator's own
+    /// registry credentials (--registry-config, else the docker defaults); repeatable or
+    /// comma-separated, `*` for all. Default: none (such SociIndexes are anonymous). Cleanup
+    /// never uses them.
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    operator_credentials_namespaces: Vec<String>,
+    /// How long after a SociIndex's deletion its cleanup (deletionPolicy Delete) may keep
+    /// failing before the finalizer is released anyway, with a Warning Event listing what was
+    /// left in the registry.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    cleanup_timeout: String,
     /// Run the controllers only while holding a coordination.k8s.io Lease (for replicas > 1).
     #[arg(long)]
     leader_elect: bool,
@@ -79,23 +108,18 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         None => WorkerPodConfig::default(),
     };
-    let full_check_interval = plan::parse_duration(&args.full_check_interval)
-        .or_else(|| (args.full_check_interval == "0").then_some(Duration::ZERO))
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--full-check-interval {:?}: expected a duration like 30m or 24h, or 0",
-                args.full_check_interval
-            ))
-        })?;
+    let full_check_interval =
+        duration_flag("--full-check-interval", &args.full_check_interval, true)?;
     let default_interval = match &args.default_interval {
         None => plan::DEFAULT_INTERVAL,
-        Some(text) => plan::parse_duration(text)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                UsageError(format!(
-                    "--default-interval {text:?}: expected a duration like 30s, 5m or 1h30m"
-                ))
-            })?,
+        Some(text) => duration_flag("--default-interval", text, false)?,
+    };
+    let reconcile_timeout = duration_flag("--reconcile-timeout", &args.reconcile_timeout, false)?;
+    let cleanup_timeout = duration_flag("--cleanup-timeout", &args.cleanup_timeout, true)?;
+    let tenants = TenantPolicy {
+        service_account: NamespaceSet::from_values(&args.allow_spec_service_account),
+        scheduling: NamespaceSet::from_values(&args.allow_spec_scheduling),
+        operator_credentials: NamespaceSet::from_values(&args.operator_credentials_namespaces),
     };
     let leader = if args.leader_elect {
         let namespace = match &args.leader_election_namespace {
@@ -121,6 +145,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         insecure_registries: args.registry.insecure_registries.clone(),
         allowed_registries: args.registry.allowed_registries.clone(),
         denied_registries: args.registry.denied_registries.clone(),
+        tenants,
     };
     super::runtime()?.block_on(async move {
         let client = kube::Client::try_default()
@@ -140,12 +165,19 @@ pub fn run(args: RunArgs) -> Result<()> {
             metrics: Metrics::new()?,
             default_interval,
             full_checks: controller::FullChecks::new(full_check_interval),
-            jobs: slots::JobTracker::new(args.max_concurrent_jobs, args.max_jobs_per_registry),
+            jobs: slots::JobTracker::new(slots::Caps::new(
+                args.max_concurrent_jobs,
+                args.max_jobs_per_registry,
+                args.max_jobs_per_namespace,
+            )),
             stats: Default::default(),
             recorder,
             synced: Default::default(),
             standby: Default::default(),
             credentials: Default::default(),
+            reconcile_timeout,
+            retries: Default::default(),
+            cleanup_timeout,
         });
         if args.metrics_addr != "off" {
             let addr: SocketAddr = args
@@ -165,6 +197,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         };
         crate::controller::runtime::run(ctx, options).await
     })
+}
+
+/// A duration flag within the bounds of `spec.interval` (10s to 720h), or `0` where
+/// `zero_allowed`: a clean usage error at start-up for anything else.
+fn duration_flag(flag: &str, text: &str, zero_allowed: bool) -> Result<Duration, UsageError> {
+    if zero_allowed && text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    plan::bounded_interval(text).map_err(|why| UsageError(format!("{flag} {why}")))
 }
 
 /// `$POD_NAMESPACE`, else the in-cluster service account's namespace.
@@ -225,5 +266,35 @@ async fn serve_metrics(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
             );
             let _ = stream.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_flags_out_of_bounds_are_usage_errors() {
+        assert_eq!(
+            duration_flag("--default-interval", "90m", false).unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            duration_flag("--full-check-interval", "0", true).unwrap(),
+            Duration::ZERO
+        );
+        for (flag, text, zero) in [
+            // Used to panic in Duration::from_secs_f64 at start-up.
+            ("--default-interval", "99999999999999999999h", false),
+            ("--full-check-interval", "5000000000000000h", true),
+            ("--default-interval", "0", false),
+            ("--default-interval", "1s", false),
+            ("--full-check-interval", "721h", true),
+            ("--reconcile-timeout", "5 minutes", false),
+            ("--reconcile-timeout", "", false),
+        ] {
+            let error = duration_flag(flag, text, zero).unwrap_err();
+            assert!(error.0.starts_with(flag), "{}", error.0);
+        }
     }
 }

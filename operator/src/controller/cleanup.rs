@@ -11,8 +11,9 @@
 
 use super::Context;
 use super::plan::rfc3339;
-use super::plan::{FailureClass, backoff};
+use super::plan::{Failure, FailureClass, backoff};
 use super::registry_check::failure_of;
+use super::slots::controlled_by;
 use super::worker::OWNER_UID_LABEL;
 use crate::api::condition::{self, RECONCILING, STALLED};
 use crate::api::{
@@ -22,6 +23,7 @@ use crate::registry::error::PermanentCause;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::Context as _;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -150,7 +152,76 @@ pub struct CleanupPlan {
     pub left: Vec<String>,
 }
 
-pub fn plan_cleanup(owned: &[Owned], seen: &Seen) -> CleanupPlan {
+/// What other SociIndexes deploy (`status.images[].deploy`, `registry/repo:tag@digest`): a
+/// cleanup never deletes it, nor untags or restores a tag that still holds it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Protected {
+    /// `(registry/repo, digest)`.
+    keys: BTreeSet<Key>,
+    /// `registry/repo:tag` → the digests other objects deploy from it.
+    tags: BTreeMap<String, BTreeSet<String>>,
+    /// `registry/repo@digest` → who deploys it (`namespace/name`), for messages.
+    by: BTreeMap<String, String>,
+}
+
+impl Protected {
+    /// From `(namespace/name, deploy reference)` pairs; unparseable references are ignored.
+    /// (The digest only decides what is kept: it never goes into a URL.)
+    pub fn new<'a>(deploys: impl IntoIterator<Item = (String, &'a str)>) -> Self {
+        let mut p = Self::default();
+        for (object, deploy) in deploys {
+            let Some((reference, digest)) = deploy.rsplit_once('@') else {
+                continue;
+            };
+            let Ok(r) = RegistryRef::parse(reference) else {
+                continue;
+            };
+            let digest = digest.to_string();
+            p.keys.insert(key(&r, &digest));
+            p.by.entry(format!("{}@{digest}", repo_of(&r)))
+                .or_insert(object);
+            if let Some(tag) = &r.tag {
+                p.tags
+                    .entry(format!("{}:{tag}", repo_of(&r)))
+                    .or_default()
+                    .insert(digest);
+            }
+        }
+        p
+    }
+
+    /// The deploy references of every live object but `uid` (one being deleted too lets go of
+    /// its own: two objects deleted together must not keep each other's content for ever).
+    pub fn of_others<'a>(objects: impl IntoIterator<Item = &'a SociIndex>, uid: &str) -> Self {
+        Self::new(
+            objects
+                .into_iter()
+                .filter(|o| {
+                    o.metadata.uid.as_deref() != Some(uid)
+                        && o.metadata.deletion_timestamp.is_none()
+                })
+                .flat_map(|o| {
+                    let who = format!(
+                        "{}/{}",
+                        o.metadata.namespace.as_deref().unwrap_or_default(),
+                        o.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    o.status
+                        .iter()
+                        .flat_map(|s| s.images.iter())
+                        .filter_map(move |i| Some((who.clone(), i.deploy.as_deref()?)))
+                }),
+        )
+    }
+
+    fn deployer(&self, repo: &RegistryRef, digest: &str) -> Option<&str> {
+        self.by
+            .get(&format!("{}@{digest}", repo_of(repo)))
+            .map(String::as_str)
+    }
+}
+
+pub fn plan_cleanup(owned: &[Owned], seen: &Seen, protected: &Protected) -> CleanupPlan {
     let mut plan = CleanupPlan::default();
     // Digests tags point at once cleanup is done: they and what they reference stay.
     let mut remaining: Vec<Key> = Vec::new();
@@ -175,6 +246,20 @@ pub fn plan_cleanup(owned: &[Owned], seen: &Seen) -> CleanupPlan {
             remaining.push(key(&o.source, &d));
         }
         match tag_now(&o.target) {
+            Some(d)
+                if d == o.target_digest
+                    && protected
+                        .tags
+                        .get(&o.target.to_string())
+                        .is_some_and(|ds| ds.contains(&d)) =>
+            {
+                plan.left.push(format!(
+                    "{}: SociIndex {} deploys it too; the tag and its content stay",
+                    o.target,
+                    protected.deployer(&o.target, &d).unwrap_or("another")
+                ));
+                remaining.push(key(&o.target, &d));
+            }
             Some(d) if d == o.target_digest => {
                 if !o.in_place {
                     untag.push((o.target.clone(), d.clone()));
@@ -247,6 +332,9 @@ pub fn plan_cleanup(owned: &[Owned], seen: &Seen) -> CleanupPlan {
             remaining.push(key(&r, d));
         }
     }
+
+    // What other objects deploy stays, with all it references, whichever tag points at it.
+    remaining.extend(protected.keys.iter().cloned());
 
     let mut keep: BTreeSet<Key> = BTreeSet::new();
     for root in &remaining {
@@ -366,7 +454,11 @@ fn children_of(bytes: &[u8], media_type: &str) -> Vec<Child> {
 
 /// Reads what [`plan_cleanup`] needs: the tags, the manifests we pushed, and those the tags
 /// that stay point at (with their SOCI indexes).
-pub async fn observe(client: &RegistryClient, owned: &[Owned]) -> anyhow::Result<Seen> {
+pub async fn observe(
+    client: &RegistryClient,
+    owned: &[Owned],
+    protected: &Protected,
+) -> anyhow::Result<Seen> {
     let mut seen = Seen::default();
     let mut roots: Vec<(RegistryRef, String)> = Vec::new();
     for o in owned {
@@ -398,9 +490,9 @@ pub async fn observe(client: &RegistryClient, owned: &[Owned]) -> anyhow::Result
         .iter()
         .map(|o| (repo_of(&o.target), o.target.clone()))
         .collect();
-    for (name, repo) in repos {
-        let Some(tags) = client.list_tags(&repo, MAX_TAGS_CHECKED).await? else {
-            seen.unlisted.insert(name);
+    for (name, repo) in &repos {
+        let Some(tags) = client.list_tags(repo, MAX_TAGS_CHECKED).await? else {
+            seen.unlisted.insert(name.clone());
             continue;
         };
         for tag in tags {
@@ -413,6 +505,13 @@ pub async fn observe(client: &RegistryClient, owned: &[Owned]) -> anyhow::Result
                 roots.push((t.clone(), d.clone()));
             }
             seen.tags.insert(t.to_string(), digest);
+        }
+    }
+    // What other objects deploy from our target repositories: read, so that what it
+    // references is known and kept.
+    for (repo_name, digest) in &protected.keys {
+        if let Some(repo) = repos.get(repo_name) {
+            roots.push((repo.clone(), digest.clone()));
         }
     }
     let mut queue = roots;
@@ -509,14 +608,15 @@ pub async fn execute(client: &RegistryClient, plan: &CleanupPlan) -> anyhow::Res
     Ok(done)
 }
 
-/// Observe, plan and execute for one object's status.
+/// Observe, plan and execute for one object's status, keeping what others deploy.
 pub async fn clean_up(
     client: &RegistryClient,
     status: Option<&SociIndexStatus>,
+    protected: &Protected,
 ) -> anyhow::Result<Done> {
     let owned = owned_targets(status);
-    let seen = observe(client, &owned).await?;
-    let plan = plan_cleanup(&owned, &seen);
+    let seen = observe(client, &owned, protected).await?;
+    let plan = plan_cleanup(&owned, &seen, protected);
     execute(client, &plan).await
 }
 
@@ -596,7 +696,7 @@ pub fn retrying_status(
     status: Option<&SociIndexStatus>,
     generation: Option<i64>,
     note: &str,
-    now: k8s_openapi::jiff::Timestamp,
+    now: Timestamp,
 ) -> SociIndexStatus {
     let mut next = status.cloned().unwrap_or_default();
     let mut wanted: Vec<Condition> = next
@@ -631,6 +731,111 @@ fn strip_wait(note: &str) -> &str {
     note.split("; retrying in ").next().unwrap_or(note)
 }
 
+/// Why a cleanup attempt failed.
+#[derive(Debug)]
+pub enum CleanupError {
+    /// The registry: unreachable, erroring, refusing.
+    Registry(anyhow::Error),
+    /// The object's Secrets could not be read or used.
+    Credentials(Failure),
+}
+
+impl CleanupError {
+    fn class(&self) -> FailureClass {
+        match self {
+            Self::Registry(e) => failure_of(e).class,
+            Self::Credentials(f) => f.class,
+        }
+    }
+}
+
+impl std::fmt::Display for CleanupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Registry(e) => write!(f, "{e:#}"),
+            Self::Credentials(failure) => f.write_str(&failure.message),
+        }
+    }
+}
+
+/// What follows a failed cleanup attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterFailure {
+    /// Try again after this long (never past the timeout).
+    Retry(Duration),
+    /// Release the finalizer; what was pushed stays (a Warning Event lists it).
+    GiveUp { reason: &'static str, why: String },
+}
+
+pub const CLEANUP_FAILED: &str = "CleanupFailed";
+pub const CLEANUP_TIMED_OUT: &str = "CleanupTimedOut";
+
+/// The decision after a failed attempt, from the deletion timestamp, the time, the error and
+/// how many attempts failed in a row: a permanent failure gives up at once; a transient one is
+/// retried with backoff until `timeout` after the deletion, then given up, so that the object
+/// (and its namespace) can always go.
+pub fn after_failure(
+    deleted_at: Option<Timestamp>,
+    now: Timestamp,
+    error: &CleanupError,
+    failures: u32,
+    timeout: Duration,
+) -> AfterFailure {
+    if error.class() == FailureClass::Permanent {
+        let why = match error {
+            CleanupError::Registry(e) if is_refusal(e) => "the registry refuses the deletes",
+            CleanupError::Credentials(_) => "the object's registry credentials are unusable",
+            CleanupError::Registry(_) => "cleanup failed permanently",
+        };
+        return AfterFailure::GiveUp {
+            reason: CLEANUP_FAILED,
+            why: format!("{why}: {error}"),
+        };
+    }
+    // A deletion timestamp in our future (clock skew) counts as now.
+    let elapsed = deleted_at
+        .map(|t| now.duration_since(t))
+        .filter(|d| d.is_positive())
+        .map(|d| d.unsigned_abs())
+        .unwrap_or_default();
+    if elapsed >= timeout {
+        return AfterFailure::GiveUp {
+            reason: CLEANUP_TIMED_OUT,
+            why: format!(
+                "still failing {}s after the deletion (--cleanup-timeout {}s): {error}",
+                elapsed.as_secs(),
+                timeout.as_secs()
+            ),
+        };
+    }
+    AfterFailure::Retry(
+        backoff(failures)
+            .min(timeout - elapsed)
+            .max(Duration::from_secs(1)),
+    )
+}
+
+/// What a cleanup that gave up leaves in the registry (what the status records as pushed), for
+/// its Event.
+pub fn left_behind(owned: &[Owned]) -> String {
+    if owned.is_empty() {
+        return "nothing was recorded as pushed".into();
+    }
+    let items: Vec<String> = owned
+        .iter()
+        .map(|o| {
+            format!(
+                "{}@{} ({} SOCI index{})",
+                o.target,
+                o.target_digest,
+                o.soci_indexes.len(),
+                if o.soci_indexes.len() == 1 { "" } else { "es" }
+            )
+        })
+        .collect();
+    items.join(", ")
+}
+
 pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Action> {
     if !object.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
         return Ok(Action::await_change());
@@ -641,19 +846,24 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
     }
     let namespace = object.namespace().unwrap_or_default();
     let uid = object.uid().unwrap_or_default();
-    // A build still running could push after the cleanup: its Job (and Pods) go first.
+    // A build still running could push after the cleanup: its Job (and Pods) go first. The
+    // label lists them; the ownerReference says they are this object's.
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owned = jobs
+    let listed = jobs
         .list(&ListParams::default().labels(&format!("{OWNER_UID_LABEL}={uid}")))
         .await
         .context("listing worker Jobs")?;
-    if !owned.items.is_empty() {
+    let owned_jobs: Vec<&Job> = listed
+        .items
+        .iter()
+        .filter(|j| controlled_by(j, &uid))
+        .collect();
+    if !owned_jobs.is_empty() {
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Foreground),
             ..Default::default()
         };
-        for job in owned
-            .items
+        for job in owned_jobs
             .iter()
             .filter(|j| j.metadata.deletion_timestamp.is_none())
         {
@@ -667,9 +877,9 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
     }
 
     let name = object.name_any();
-    // The object's own Secrets where it names any (they may be gone with the namespace:
-    // then the operator's own credentials are tried).
-    let registry = super::credentials::registry_for(
+    // The object's own Secrets, else anonymous: never the operator's credentials.
+    let protected = Protected::of_others(ctx.jobs.indexes().iter().map(|o| o.as_ref()), &uid);
+    let result = match super::credentials::cleanup_registry(
         &ctx.client,
         &ctx.registry,
         &ctx.credentials,
@@ -677,8 +887,13 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
         object.spec.credentials.as_ref(),
     )
     .await
-    .unwrap_or_else(|_| ctx.registry.clone());
-    match clean_up(&registry, object.status.as_ref()).await {
+    {
+        Ok(registry) => clean_up(&registry, object.status.as_ref(), &protected)
+            .await
+            .map_err(CleanupError::Registry),
+        Err(f) => Err(CleanupError::Credentials(f)),
+    };
+    let error = match result {
         Ok(done) => {
             FAILURES.lock().expect("lock").remove(&uid);
             let mut note = format!(
@@ -694,27 +909,37 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
             tracing::info!(%namespace, %name, "{note}");
             publish(ctx, object, EventType::Normal, "CleanedUp", &note).await;
             set_finalizer(object, ctx, false).await?;
-            Ok(Action::await_change())
+            return Ok(Action::await_change());
         }
-        Err(e) if failure_of(&e).class == FailureClass::Transient => {
-            let failures = {
-                let mut map = FAILURES.lock().expect("lock");
-                let n = map.entry(uid).or_default();
-                *n += 1;
-                *n
-            };
-            let wait = backoff(failures);
+        Err(e) => e,
+    };
+    let failures = {
+        let mut map = FAILURES.lock().expect("lock");
+        let n = map.entry(uid.clone()).or_default();
+        *n = n.saturating_add(1);
+        *n
+    };
+    let deleted_at = object.metadata.deletion_timestamp.as_ref().map(|t| t.0);
+    match after_failure(
+        deleted_at,
+        Timestamp::now(),
+        &error,
+        failures,
+        ctx.cleanup_timeout,
+    ) {
+        AfterFailure::Retry(wait) => {
             let note = format!(
-                "removing what was pushed failed: {e:#}; retrying in {}s (the object stays until it succeeds)",
-                wait.as_secs()
+                "removing what was pushed failed: {error}; retrying in {}s (the object stays until it succeeds, at most --cleanup-timeout {}s after its deletion)",
+                wait.as_secs(),
+                ctx.cleanup_timeout.as_secs()
             );
             tracing::warn!(%namespace, %name, "{note}");
-            publish(ctx, object, EventType::Warning, "CleanupRetrying", &note).await;
+            publish(ctx, object, EventType::Warning, CLEANUP_RETRYING, &note).await;
             let status = retrying_status(
                 object.status.as_ref(),
                 object.metadata.generation,
                 &note,
-                k8s_openapi::jiff::Timestamp::now(),
+                Timestamp::now(),
             );
             let api: Api<SociIndex> = Api::namespaced(ctx.client.clone(), &namespace);
             if object.status.as_ref() != Some(&status) {
@@ -722,19 +947,15 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
             }
             Ok(Action::requeue(wait))
         }
-        Err(e) => {
-            // Retrying would fail the same way; holding the object forever helps nobody.
+        AfterFailure::GiveUp { reason, why } => {
+            // Holding the object longer helps nobody: say what stays, and let it go.
             FAILURES.lock().expect("lock").remove(&uid);
-            let why = if is_refusal(&e) {
-                "the registry refuses the deletes"
-            } else {
-                "cleanup failed permanently"
-            };
             let note = format!(
-                "{why}: {e:#}; the finalizer is released and what was pushed stays in the registry"
+                "{why}; the finalizer is released, and this stays in the registry: {}",
+                left_behind(&owned_targets(object.status.as_ref()))
             );
             tracing::warn!(%namespace, %name, "{note}");
-            publish(ctx, object, EventType::Warning, "CleanupFailed", &note).await;
+            publish(ctx, object, EventType::Warning, reason, &note).await;
             set_finalizer(object, ctx, false).await?;
             Ok(Action::await_change())
         }

@@ -157,7 +157,11 @@ fn a_suffix_target_is_removed_and_the_source_stays_intact() {
     assert!(http.get_manifest("del", "v1-soci").unwrap().is_some());
 
     let done = rt
-        .block_on(clean_up(&client, Some(&status_of(image.clone()))))
+        .block_on(clean_up(
+            &client,
+            Some(&status_of(image.clone())),
+            &Protected::default(),
+        ))
         .unwrap();
     assert!(done.left.is_empty(), "{:?}", done.left);
     assert!(done.deleted >= 2 + ztocs.len(), "{done:?}");
@@ -178,7 +182,11 @@ fn a_suffix_target_is_removed_and_the_source_stays_intact() {
 
     // Once more: everything is already gone, which is fine.
     let again = rt
-        .block_on(clean_up(&client, Some(&status_of(image))))
+        .block_on(clean_up(
+            &client,
+            Some(&status_of(image)),
+            &Protected::default(),
+        ))
         .unwrap();
     assert_eq!(again.deleted, 0, "{again:?}");
 }
@@ -208,7 +216,11 @@ fn an_in_place_target_gets_its_original_back() {
     let ztocs = ztocs_of(&http, "inp", &image);
 
     let done = rt
-        .block_on(clean_up(&client, Some(&status_of(image.clone()))))
+        .block_on(clean_up(
+            &client,
+            Some(&status_of(image.clone())),
+            &Protected::default(),
+        ))
         .unwrap();
     assert_eq!(done.restored.len(), 1, "{done:?}");
     assert_eq!(
@@ -244,7 +256,11 @@ fn an_in_place_tag_the_user_moved_is_left_alone() {
     let users = http.pull_graph("mv", "v1").unwrap();
 
     let done = rt
-        .block_on(clean_up(&client, Some(&status_of(image))))
+        .block_on(clean_up(
+            &client,
+            Some(&status_of(image)),
+            &Protected::default(),
+        ))
         .unwrap();
     assert!(done.restored.is_empty(), "{done:?}");
     assert!(
@@ -274,7 +290,11 @@ fn a_target_another_tag_also_names_survives_for_that_tag() {
     let copy = http.pull_graph("shr", "copy").unwrap();
 
     let done = rt
-        .block_on(clean_up(&client, Some(&status_of(image))))
+        .block_on(clean_up(
+            &client,
+            Some(&status_of(image)),
+            &Protected::default(),
+        ))
         .unwrap();
     // distribution 2.x removes a tag only with its manifest: ours stays, reported.
     assert_eq!(done.deleted, 0, "{done:?}");
@@ -285,4 +305,91 @@ fn a_target_another_tag_also_names_survives_for_that_tag() {
         "{done:?}"
     );
     assert_intact(&http, "shr", &copy);
+}
+
+#[test]
+fn a_target_another_sociindex_deploys_is_not_deleted() {
+    if registry_or_skip("a_target_another_sociindex_deploys_is_not_deleted").is_none() {
+        return;
+    }
+    let registry = LocalRegistry::start().unwrap();
+    let http = registry.client();
+    push_case(&http, "multiarch-all-platforms", "two", "v1");
+    let client = client();
+    let rt = runtime();
+    let source = format!("{}/two:v1", registry.host());
+    // Two SociIndexes in two namespaces build the same thing into the same target: the one
+    // deleted with deletionPolicy Delete must not take the other's deploy reference with it.
+    let image = rt.block_on(convert_and_record(&client, &source, None));
+    let deploy = format!(
+        "{}@{}",
+        image.target.as_deref().unwrap(),
+        image.target_digest.as_deref().unwrap()
+    );
+    let before = http.pull_graph("two", "v1-soci").unwrap();
+    let protected = Protected::new([("team-b/web".to_string(), deploy.as_str())]);
+    let done = rt
+        .block_on(clean_up(&client, Some(&status_of(image)), &protected))
+        .unwrap();
+    assert_eq!(done.deleted, 0, "{done:?}");
+    assert!(
+        done.left.iter().any(|l| l.contains("team-b/web")),
+        "{done:?}"
+    );
+    assert_intact(&http, "two", &before);
+    assert_eq!(http.pull_graph("two", "v1-soci").unwrap().root, before.root);
+}
+
+#[test]
+fn a_cleanup_against_a_registry_that_is_gone_fails_transiently_then_gives_up() {
+    // A registry that was there and is gone: its port now refuses connections (loopback).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Arc::new(
+        RegistryClient::new(RegistryOptions {
+            credentials: CredentialStore::default(),
+            insecure_registries: vec![],
+            ca_bundle: None,
+            retry: RetryPolicy {
+                max_retries: 0,
+                ..RetryPolicy::default()
+            },
+        })
+        .unwrap(),
+    );
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let status = status_of(ImageStatus {
+        name: "app".into(),
+        image: format!("127.0.0.1:{port}/app:v1"),
+        target: Some(format!("127.0.0.1:{port}/app:v1-soci")),
+        target_digest: Some(digest.clone()),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let error = runtime()
+        .block_on(clean_up(&client, Some(&status), &Protected::default()))
+        .map_err(CleanupError::Registry)
+        .unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+    let timeout = std::time::Duration::from_secs(600);
+    assert!(
+        matches!(
+            after_failure(Some(t(0)), t(30), &error, 1, timeout),
+            AfterFailure::Retry(_)
+        ),
+        "a refused connection is worth a retry: {error}"
+    );
+    let AfterFailure::GiveUp { reason, why } =
+        after_failure(Some(t(0)), t(600), &error, 9, timeout)
+    else {
+        panic!("still retrying past the timeout");
+    };
+    assert_eq!(reason, CLEANUP_TIMED_OUT);
+    assert!(why.contains(&format!("127.0.0.1:{port}")), "{why}");
+    let owned = owned_targets(Some(&status));
+    assert!(left_behind(&owned).contains(&digest));
 }

@@ -91,7 +91,7 @@ fn restores(plan: &CleanupPlan) -> Vec<(String, String)> {
 #[test]
 fn an_owned_target_goes_index_first_then_soci_artifacts_and_never_the_source() {
     let (owned, seen) = converted("v1-soci", Some("idx"));
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert_eq!(
         deletes(&plan),
         [
@@ -118,7 +118,7 @@ fn a_target_tag_pushed_again_is_left_with_what_it_references() {
     // The new content reuses our SOCI index (and so its zTOCs), not our annotated manifest.
     seen.manifests
         .insert(k("app", "new"), vec![bound("am2", "si"), soci("si")]);
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert_eq!(deletes(&plan), ["manifest idx", "manifest am"]);
     assert!(plan.left.iter().any(|l| l.contains("pushed again")));
     assert!(plan.left.iter().any(|l| l.contains("kept")));
@@ -127,7 +127,7 @@ fn a_target_tag_pushed_again_is_left_with_what_it_references() {
 #[test]
 fn a_target_tag_already_gone_still_cleans_the_rest() {
     let (owned, seen) = converted("v1-soci", None);
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert_eq!(deletes(&plan).len(), 5);
     assert!(plan.left.is_empty());
 }
@@ -135,7 +135,7 @@ fn a_target_tag_already_gone_still_cleans_the_rest() {
 #[test]
 fn in_place_restores_the_original_first_then_removes_ours() {
     let (owned, seen) = converted("v1", Some("idx"));
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert!(matches!(plan.steps[0], Step::RestoreTag { .. }));
     assert_eq!(restores(&plan), [(format!("{REG}/app:v1"), "src".into())]);
     assert_eq!(
@@ -159,7 +159,7 @@ fn in_place_restores_the_original_first_then_removes_ours() {
 fn in_place_moved_by_the_user_is_not_restored() {
     let (owned, mut seen) = converted("v1", Some("users"));
     seen.manifests.insert(k("app", "users"), vec![entry("m9")]);
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert!(restores(&plan).is_empty());
     assert!(plan.left.iter().any(|l| l.contains("pushed again")));
     assert!(deletes(&plan).contains(&"manifest si".to_string()));
@@ -170,7 +170,7 @@ fn in_place_moved_by_the_user_is_not_restored() {
 fn in_place_without_a_readable_original_keeps_everything_the_tag_needs() {
     let (mut owned, mut seen) = converted("v1", Some("idx"));
     seen.restorable.remove(&k("app", "src"));
-    let plan = plan_cleanup(std::slice::from_ref(&owned), &seen);
+    let plan = plan_cleanup(std::slice::from_ref(&owned), &seen, &Protected::default());
     assert!(restores(&plan).is_empty());
     assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
     assert!(
@@ -180,7 +180,7 @@ fn in_place_without_a_readable_original_keeps_everything_the_tag_needs() {
     );
     // A status whose source digest is the target's own (nothing to restore to): the same.
     owned.source_digest = Some("idx".into());
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert!(restores(&plan).is_empty());
     assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
 }
@@ -192,7 +192,7 @@ fn a_target_that_is_the_source_itself_is_never_deleted() {
     owned.target_digest = "src".into();
     seen.manifests
         .insert(k("app", "src"), vec![entry("m"), soci("si")]);
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
 }
 
@@ -202,7 +202,7 @@ fn a_source_tag_now_holding_our_target_keeps_it() {
     let (owned, mut seen) = converted("v1-soci", Some("idx"));
     seen.tags
         .insert(format!("{REG}/app:v1"), Some("idx".to_string()));
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
 }
 
@@ -223,7 +223,7 @@ fn artifacts_shared_by_two_images_are_deleted_once_or_kept_for_the_one_that_stay
     // The same layer in both images: the same zTOC.
     seen.manifests
         .insert(k("app", "si2"), vec![entry("z2"), entry("z3")]);
-    let plan = plan_cleanup(&[a.clone(), b.clone()], &seen);
+    let plan = plan_cleanup(&[a.clone(), b.clone()], &seen, &Protected::default());
     let d = deletes(&plan);
     assert_eq!(d.iter().filter(|x| *x == "blob z2").count(), 1, "{d:?}");
     assert!(d.contains(&"blob z3".to_string()));
@@ -232,7 +232,7 @@ fn artifacts_shared_by_two_images_are_deleted_once_or_kept_for_the_one_that_stay
     seen.tags
         .insert(format!("{REG}/app:v2-soci"), Some("theirs".into()));
     seen.manifests.insert(k("app", "theirs"), vec![soci("si2")]);
-    let plan = plan_cleanup(&[a, b], &seen);
+    let plan = plan_cleanup(&[a, b], &seen, &Protected::default());
     let d = deletes(&plan);
     assert!(!d.contains(&"blob z2".to_string()), "{d:?}");
     assert!(!d.contains(&"manifest si2".to_string()), "{d:?}");
@@ -336,7 +336,7 @@ fn a_manifest_another_tag_shares_is_untagged_not_deleted() {
     let (owned, mut seen) = converted("v1-soci", Some("idx"));
     seen.tags
         .insert(format!("{REG}/app:v1-other"), Some("idx".into()));
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert_eq!(
         plan.steps,
         [Step::DeleteTag {
@@ -355,7 +355,7 @@ fn a_ztoc_another_tags_soci_index_lists_is_kept() {
     seen.manifests
         .insert(k("app", "idx2"), vec![bound("am2", "si2"), soci("si2")]);
     seen.manifests.insert(k("app", "si2"), vec![entry("z1")]);
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert_eq!(
         deletes(&plan),
         ["manifest idx", "manifest am", "manifest si", "blob z2"]
@@ -366,7 +366,7 @@ fn a_ztoc_another_tags_soci_index_lists_is_kept() {
 fn a_repository_with_too_many_tags_to_check_is_left_alone() {
     let (owned, mut seen) = converted("v1-soci", Some("idx"));
     seen.unlisted.insert(format!("{REG}/app"));
-    let plan = plan_cleanup(&[owned], &seen);
+    let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
     assert!(plan.left.iter().any(|l| l.contains("too many tags")));
 }
@@ -411,4 +411,180 @@ fn a_retried_cleanup_is_in_the_status_once_per_failure() {
     let c = condition::find(&other.conditions, RECONCILING).unwrap();
     assert!(c.message.contains("timeout"));
     assert_eq!(c.last_transition_time, reconciling.last_transition_time);
+}
+
+fn others_deploy(deploy: &str) -> Protected {
+    Protected::new([("team-b/web".to_string(), deploy)])
+}
+
+#[test]
+fn a_target_another_sociindex_deploys_keeps_its_tag_and_everything_it_references() {
+    let (owned, seen) = converted("v1-soci", Some("idx"));
+    let protected = others_deploy(&format!("{REG}/app:v1-soci@idx"));
+    let plan = plan_cleanup(&[owned], &seen, &protected);
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+    assert!(
+        plan.left.iter().any(|l| l.contains("team-b/web")),
+        "{:?}",
+        plan.left
+    );
+}
+
+#[test]
+fn content_another_sociindex_deploys_under_another_tag_is_only_untagged_here() {
+    let (owned, seen) = converted("v1-soci", Some("idx"));
+    // The other object's target tag has not been pushed (or was moved), but it deploys our
+    // index by digest: nothing it needs may go.
+    let protected = others_deploy(&format!("{REG}/app:other@idx"));
+    let plan = plan_cleanup(&[owned], &seen, &protected);
+    assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| matches!(s, Step::DeleteTag { tag } if tag.to_string() == format!("{REG}/app:v1-soci"))),
+        "{:?}",
+        plan.steps
+    );
+}
+
+#[test]
+fn an_in_place_target_another_sociindex_deploys_is_not_restored() {
+    let (owned, seen) = converted("v1", Some("idx"));
+    let protected = others_deploy(&format!("{REG}/app:v1@idx"));
+    let plan = plan_cleanup(&[owned], &seen, &protected);
+    assert!(restores(&plan).is_empty());
+    assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
+}
+
+#[test]
+fn deploy_references_of_other_objects_are_collected_not_our_own() {
+    let object = |uid: &str, deploy: &str| {
+        let mut o = SociIndex::new(
+            "web",
+            serde_json::from_value(
+                serde_json::json!({"images": [{"name": "a", "image": "r/a:1"}]}),
+            )
+            .unwrap(),
+        );
+        o.metadata.namespace = Some(format!("ns-{uid}"));
+        o.metadata.uid = Some(uid.into());
+        o.status = Some(SociIndexStatus {
+            images: vec![ImageStatus {
+                name: "a".into(),
+                deploy: Some(deploy.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        o
+    };
+    let ours = object("me", &format!("{REG}/app:v1-soci@idx"));
+    let theirs = object("them", &format!("{REG}/app:v2-soci@idx2"));
+    let mut leaving = object("leaving", &format!("{REG}/app:v3-soci@idx3"));
+    leaving.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(0)));
+    let p = Protected::of_others([&ours, &theirs, &leaving], "me");
+    assert!(p.keys.contains(&k("app", "idx2")));
+    assert!(
+        !p.keys.contains(&k("app", "idx3")),
+        "an object being deleted keeps nothing"
+    );
+    assert!(
+        !p.keys.contains(&k("app", "idx")),
+        "our own deploy is not protected from us"
+    );
+    assert_eq!(p.deployer(&r("app:x"), "idx2"), Some("ns-them/web"));
+}
+
+fn t(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+fn registry_error(transient: bool) -> CleanupError {
+    let e = if transient {
+        RegistryError::transient(
+            "DELETE manifest 127.0.0.1:1/app@sha256:1",
+            "connection refused",
+        )
+    } else {
+        RegistryError::permanent(
+            PermanentCause::Unsupported,
+            "DELETE manifest",
+            "405 Method Not Allowed",
+        )
+    };
+    CleanupError::Registry(anyhow::Error::new(e))
+}
+
+#[test]
+fn a_cleanup_that_cannot_reach_its_registry_gives_up_after_the_timeout() {
+    let timeout = Duration::from_secs(600);
+    let gone = registry_error(true);
+    // Retried with backoff while there is time left, never sleeping past the timeout.
+    let AfterFailure::Retry(wait) = after_failure(Some(t(0)), t(60), &gone, 1, timeout) else {
+        panic!("gave up after a minute");
+    };
+    assert!(
+        wait >= Duration::from_secs(1) && wait <= Duration::from_secs(540),
+        "{wait:?}"
+    );
+    assert_eq!(
+        after_failure(Some(t(0)), t(599), &gone, 30, timeout),
+        AfterFailure::Retry(Duration::from_secs(1))
+    );
+    // From the deletion timestamp, not from the first attempt or a restart.
+    for now in [600, 601, 86_400] {
+        match after_failure(Some(t(0)), t(now), &gone, 1, timeout) {
+            AfterFailure::GiveUp { reason, why } => {
+                assert_eq!(reason, CLEANUP_TIMED_OUT);
+                assert!(
+                    why.contains("--cleanup-timeout") && why.contains("connection refused"),
+                    "{why}"
+                );
+            }
+            other => panic!("{now}: {other:?}"),
+        }
+    }
+    // A deletion timestamp ahead of our clock counts as now.
+    assert!(matches!(
+        after_failure(Some(t(100)), t(0), &gone, 1, timeout),
+        AfterFailure::Retry(_)
+    ));
+    // No time at all: the first transient failure gives up.
+    assert!(matches!(
+        after_failure(Some(t(0)), t(0), &gone, 1, Duration::ZERO),
+        AfterFailure::GiveUp { .. }
+    ));
+}
+
+#[test]
+fn a_permanent_cleanup_failure_gives_up_at_once() {
+    let timeout = Duration::from_secs(600);
+    match after_failure(Some(t(0)), t(1), &registry_error(false), 1, timeout) {
+        AfterFailure::GiveUp { reason, why } => {
+            assert_eq!(reason, CLEANUP_FAILED);
+            assert!(why.contains("refuses the deletes"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let gone_secret = CleanupError::Credentials(crate::controller::plan::Failure::permanent(
+        "Unauthorized",
+        "Secret team/regcred (spec.credentials.secretRefs) not found",
+    ));
+    assert!(matches!(
+        after_failure(Some(t(0)), t(1), &gone_secret, 1, timeout),
+        AfterFailure::GiveUp {
+            reason: CLEANUP_FAILED,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn what_a_cleanup_leaves_behind_is_named() {
+    let (owned, _) = converted("v1-soci", Some("idx"));
+    let text = left_behind(&[owned]);
+    assert!(text.contains(&format!("{REG}/app:v1-soci@idx")), "{text}");
+    assert!(text.contains("1 SOCI index)"), "{text}");
+    assert_eq!(left_behind(&[]), "nothing was recorded as pushed");
 }

@@ -1,10 +1,11 @@
 //! The registry credentials of one SociIndex: the docker-config Secrets its
 //! `spec.credentials.secretRefs` name, in its own namespace, read with `get` only (the
 //! controller reads no other Secret). The controller's own look-ups use them, as the worker does.
+//! Without any, a SociIndex is anonymous, except in the namespaces the admin names with
+//! `--operator-credentials-namespaces`, where the operator's own `--registry-config` serves.
 
-#[cfg(test)]
-use super::plan::FailureClass;
-use super::plan::{Failure, reason};
+use super::plan::{Failure, FailureClass, reason};
+use super::worker::NamespaceSet;
 use crate::api::Credentials;
 use crate::registry::RegistryClient;
 use crate::registry::auth::CredentialStore;
@@ -64,19 +65,81 @@ pub fn store_from_secrets(
     Ok(merged.unwrap_or_default())
 }
 
-/// The client for a SociIndex: `base` when it names no Secrets, else one with their
-/// credentials (cached while the Secrets do not change).
-pub async fn registry_for(
-    kube: &Client,
-    base: &Arc<RegistryClient>,
-    cache: &CredentialCache,
+/// Where the registry credentials of a SociIndex come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Its own `secretRefs`.
+    Secrets,
+    /// The operator's `--registry-config`: only in the namespaces the admin names
+    /// (`--operator-credentials-namespaces`).
+    Operator,
+    /// None at all.
+    Anonymous,
+}
+
+/// The controller's checks of a SociIndex use its own Secrets; without any, the operator's
+/// credentials only where the admin allows them, else none: naming a private image the
+/// operator could read gives a tenant nothing.
+pub fn source(
     namespace: &str,
     credentials: Option<&Credentials>,
-) -> Result<Arc<RegistryClient>, Failure> {
-    let refs = credentials.map(|c| c.secret_refs.as_slice()).unwrap_or(&[]);
-    if refs.is_empty() {
-        return Ok(base.clone());
+    operator: &NamespaceSet,
+) -> Source {
+    let has_secrets = credentials.is_some_and(|c| !c.secret_refs.is_empty());
+    if has_secrets {
+        Source::Secrets
+    } else if operator.contains(namespace) {
+        Source::Operator
+    } else {
+        Source::Anonymous
     }
+}
+
+/// The cleanup of a deleted SociIndex: its own Secrets, else anonymous. Never the operator's:
+/// deleting on a tenant's behalf must not use more authority than the tenant gave.
+pub fn cleanup_source(credentials: Option<&Credentials>) -> Source {
+    if credentials.is_some_and(|c| !c.secret_refs.is_empty()) {
+        Source::Secrets
+    } else {
+        Source::Anonymous
+    }
+}
+
+/// A client like `base` without any credentials (cached: building one loads the TLS roots).
+pub fn anonymous(
+    base: &Arc<RegistryClient>,
+    cache: &CredentialCache,
+) -> Result<Arc<RegistryClient>, Failure> {
+    // No namespace is empty: the empty key is the anonymous client's.
+    let key: Vec<String> = vec![];
+    if let Some(client) = cache.0.lock().expect("cache lock").get(&key) {
+        return Ok(client.clone());
+    }
+    let client = Arc::new(
+        base.with_credentials(CredentialStore::default())
+            .map_err(|e| {
+                Failure::permanent(reason::UNAUTHORIZED, format!("registry client: {e:#}"))
+            })?,
+    );
+    insert(cache, key, client.clone());
+    Ok(client)
+}
+
+fn insert(cache: &CredentialCache, key: Vec<String>, client: Arc<RegistryClient>) {
+    let mut cache = cache.0.lock().expect("cache lock");
+    if cache.len() >= CACHE_LIMIT {
+        cache.clear();
+    }
+    cache.insert(key, client);
+}
+
+/// The Secrets `refs` name (`None`: not found), and their cache key: the namespace and each
+/// name with its resource version.
+async fn read_secrets(
+    kube: &Client,
+    namespace: &str,
+    refs: &[crate::api::SecretRef],
+) -> Result<(Vec<String>, Vec<(String, Option<Secret>)>), Failure> {
     let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
     let mut secrets = Vec::new();
     let mut key = vec![namespace.to_string()];
@@ -94,6 +157,51 @@ pub async fn registry_for(
         key.push(format!("{}@{version}", r.name));
         secrets.push((r.name.clone(), secret));
     }
+    Ok((key, secrets))
+}
+
+/// The client of a deleted SociIndex's cleanup ([`cleanup_source`]). A Secret that is gone is
+/// permanent here: it is not coming back for an object being deleted (often it went with the
+/// namespace), so the cleanup gives up at once instead of holding the object; reading it
+/// failing is transient.
+pub async fn cleanup_registry(
+    kube: &Client,
+    base: &Arc<RegistryClient>,
+    cache: &CredentialCache,
+    namespace: &str,
+    credentials: Option<&Credentials>,
+) -> Result<Arc<RegistryClient>, Failure> {
+    if cleanup_source(credentials) == Source::Anonymous {
+        return anonymous(base, cache);
+    }
+    let refs = credentials.map(|c| c.secret_refs.as_slice()).unwrap_or(&[]);
+    let (_, secrets) = read_secrets(kube, namespace, refs).await?;
+    let store = store_from_secrets(namespace, &secrets).map_err(|f| Failure {
+        class: FailureClass::Permanent,
+        ..f
+    })?;
+    base.with_credentials(store)
+        .map(Arc::new)
+        .map_err(|e| Failure::permanent(reason::UNAUTHORIZED, format!("registry client: {e:#}")))
+}
+
+/// The client for a SociIndex's checks, by [`source`]: one with its Secrets' credentials
+/// (cached while the Secrets do not change), the operator's `base` where `operator` names the
+/// namespace, or an anonymous one.
+pub async fn registry_for(
+    kube: &Client,
+    base: &Arc<RegistryClient>,
+    cache: &CredentialCache,
+    namespace: &str,
+    credentials: Option<&Credentials>,
+    operator: &NamespaceSet,
+) -> Result<Arc<RegistryClient>, Failure> {
+    let refs = match source(namespace, credentials, operator) {
+        Source::Operator => return Ok(base.clone()),
+        Source::Anonymous => return anonymous(base, cache),
+        Source::Secrets => credentials.map(|c| c.secret_refs.as_slice()).unwrap_or(&[]),
+    };
+    let (key, secrets) = read_secrets(kube, namespace, refs).await?;
     if let Some(client) = cache.0.lock().expect("cache lock").get(&key) {
         return Ok(client.clone());
     }
@@ -101,11 +209,7 @@ pub async fn registry_for(
     let client = Arc::new(base.with_credentials(store).map_err(|e| {
         Failure::permanent(reason::UNAUTHORIZED, format!("registry client: {e:#}"))
     })?);
-    let mut cache = cache.0.lock().expect("cache lock");
-    if cache.len() >= CACHE_LIMIT {
-        cache.clear();
-    }
-    cache.insert(key, client.clone());
+    insert(cache, key, client.clone());
     Ok(client)
 }
 
@@ -167,5 +271,94 @@ mod tests {
             .unwrap_err();
         assert_eq!(garbage.class, FailureClass::Permanent);
         assert!(garbage.message.contains("ns/bad"), "{}", garbage.message);
+    }
+
+    #[test]
+    fn a_sociindex_without_secrets_uses_the_operators_credentials_only_where_allowed() {
+        let refs = crate::api::Credentials {
+            secret_refs: vec![crate::api::SecretRef {
+                name: "pull".into(),
+            }],
+            service_account_name: None,
+        };
+        let none = NamespaceSet::None;
+        let team = NamespaceSet::from_values(&["team".into()]);
+        assert_eq!(source("team", None, &none), Source::Anonymous);
+        assert_eq!(source("team", None, &team), Source::Operator);
+        assert_eq!(source("other", None, &team), Source::Anonymous);
+        assert_eq!(source("team", None, &NamespaceSet::All), Source::Operator);
+        // An empty list is no Secrets at all.
+        let empty = crate::api::Credentials::default();
+        assert_eq!(source("other", Some(&empty), &team), Source::Anonymous);
+        assert_eq!(
+            source("team", Some(&refs), &NamespaceSet::All),
+            Source::Secrets
+        );
+        // The cleanup never falls back to the operator's credentials, wherever it is.
+        assert_eq!(cleanup_source(None), Source::Anonymous);
+        assert_eq!(cleanup_source(Some(&empty)), Source::Anonymous);
+        assert_eq!(cleanup_source(Some(&refs)), Source::Secrets);
+    }
+
+    #[test]
+    fn an_anonymous_tenant_cannot_read_a_private_image_the_operator_could() {
+        use crate::controller::cleanup::registry_tests::{push_case, runtime};
+        use crate::controller::registry_check::resolve;
+        use crate::registry::{RegistryOptions, RetryPolicy};
+        use soci_testkit::registry::{LocalRegistry, registry_or_skip};
+        if registry_or_skip("an_anonymous_tenant_cannot_read_a_private_image_the_operator_could")
+            .is_none()
+        {
+            return;
+        }
+        let registry =
+            LocalRegistry::start_with_basic_auth("operator", "operator-password").unwrap();
+        push_case(
+            &registry.client(),
+            "multiarch-all-platforms",
+            "private",
+            "v1",
+        );
+        // The operator's own --registry-config can read it.
+        let config = registry.docker_config(None).unwrap();
+        let base = Arc::new(
+            RegistryClient::new(RegistryOptions {
+                credentials: CredentialStore::load(Some(&config)).unwrap(),
+                insecure_registries: vec![],
+                ca_bundle: None,
+                retry: RetryPolicy {
+                    max_retries: 0,
+                    ..RetryPolicy::default()
+                },
+            })
+            .unwrap(),
+        );
+        let image = format!("{}/private:v1", registry.host());
+        let cache = CredentialCache::default();
+        let trusted = NamespaceSet::from_values(&["platform".into()]);
+        runtime().block_on(async {
+            // Never contacted: no SociIndex here names a Secret.
+            let kube =
+                Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+            let tenant = registry_for(&kube, &base, &cache, "tenant", None, &trusted)
+                .await
+                .unwrap();
+            let refused = resolve(&tenant, &image, None, "web").await.unwrap_err();
+            assert_eq!(
+                (refused.class, refused.reason.as_str()),
+                (FailureClass::Permanent, reason::UNAUTHORIZED),
+                "{}",
+                refused.message
+            );
+            let platform = registry_for(&kube, &base, &cache, "platform", None, &trusted)
+                .await
+                .unwrap();
+            assert!(resolve(&platform, &image, None, "web").await.is_ok());
+            // The anonymous client is built once.
+            let again = registry_for(&kube, &base, &cache, "tenant-2", None, &trusted)
+                .await
+                .unwrap();
+            assert!(Arc::ptr_eq(&tenant, &again));
+        });
     }
 }

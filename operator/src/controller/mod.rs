@@ -26,14 +26,26 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use worker::WorkerOptions;
 
 pub const FIELD_MANAGER: &str = "soci-operator";
-/// How soon a reconcile that failed on the Kubernetes API is tried again.
-const API_ERROR_RETRY: Duration = Duration::from_secs(30);
+/// The first retry of a failed reconcile; each failure in a row doubles it.
+const ERROR_RETRY_FIRST: Duration = Duration::from_secs(5);
+const ERROR_RETRY_MAX: Duration = Duration::from_secs(300);
+/// The longest requeue a reconcile asks for (kube's scheduler adds it to an `Instant`).
+const MAX_REQUEUE: Duration = Duration::from_secs(40 * 24 * 3600);
+
+/// A lock that a panic elsewhere (caught at the reconcile boundary) has not made unusable: the
+/// data behind these locks is consistent between statements.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -41,6 +53,7 @@ pub struct Metrics {
     duration: HistogramVec,
     jobs_created: IntCounterVec,
     pub reconcile_errors: IntCounterVec,
+    pub reconcile_panics: IntCounter,
     pub jobs: IntGaugeVec,
     pub job_slots_waiting: IntGauge,
     pub build_duration: Histogram,
@@ -71,9 +84,13 @@ impl Metrics {
         let reconcile_errors = IntCounterVec::new(
             Opts::new(
                 "soci_operator_reconcile_errors_total",
-                "Failed reconciles (KubernetesAPI) and new build/stall failures, by reason",
+                "Failed reconciles (KubernetesAPI, InternalError, Timeout, Other) and new build/stall failures, by reason",
             ),
             &["reason"],
+        )?;
+        let reconcile_panics = IntCounter::new(
+            "soci_operator_reconcile_panics_total",
+            "Reconciles that panicked (caught: the object goes Stalled with reason InternalError)",
         )?;
         let jobs = IntGaugeVec::new(
             Opts::new("soci_operator_jobs", "Worker Jobs that exist now, by state"),
@@ -118,6 +135,7 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(jobs_created.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_panics.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(job_slots_waiting.clone()))?;
         registry.register(Box::new(build_duration.clone()))?;
@@ -132,6 +150,7 @@ impl Metrics {
             duration,
             jobs_created,
             reconcile_errors,
+            reconcile_panics,
             jobs,
             job_slots_waiting,
             build_duration,
@@ -162,6 +181,12 @@ pub struct Context {
     pub standby: AtomicBool,
     /// Registry clients holding SociIndexes' own Secrets.
     pub credentials: credentials::CredentialCache,
+    /// `--reconcile-timeout`: a reconcile still running then is abandoned and retried.
+    pub reconcile_timeout: Duration,
+    /// Failed reconciles in a row, per object (the `error_policy` backoff).
+    pub retries: ErrorBackoff,
+    /// `--cleanup-timeout`: how long after its deletion a cleanup may keep failing.
+    pub cleanup_timeout: Duration,
 }
 
 impl Context {
@@ -183,7 +208,7 @@ impl Context {
     /// Records what the object contributes now and recomputes `soci_operator_images` and
     /// `soci_operator_job_slots_waiting`; `None` removes the object.
     fn record_status(&self, key: &str, status: Option<(SociIndexStatus, usize)>) {
-        let mut stats = self.stats.lock().unwrap();
+        let mut stats = lock(&self.stats);
         match status {
             Some((status, queued)) => stats.update(key, status, queued),
             None => stats.remove(key),
@@ -222,7 +247,7 @@ impl FullChecks {
         if self.every.is_zero() {
             return true;
         }
-        let mut last = self.last.lock().unwrap();
+        let mut last = lock(&self.last);
         let at = *last
             .entry((uid.to_string(), image.to_string()))
             .or_insert(now);
@@ -230,10 +255,7 @@ impl FullChecks {
     }
 
     pub fn checked(&self, uid: &str, image: &str, now: Instant) {
-        self.last
-            .lock()
-            .unwrap()
-            .insert((uid.to_string(), image.to_string()), now);
+        lock(&self.last).insert((uid.to_string(), image.to_string()), now);
     }
 
     /// Forgets a deleted object.
@@ -243,22 +265,73 @@ impl FullChecks {
 
     /// Keeps only the objects whose uid `keep` accepts.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.last.lock().unwrap().retain(|(u, _), _| keep(u));
+        lock(&self.last).retain(|(u, _), _| keep(u));
+    }
+}
+
+/// Failed reconciles in a row, per object uid: `error_policy` waits 5 s after the first and
+/// doubles that up to 5 min; a reconcile that succeeds resets it (kube-runtime tells
+/// `error_policy` only about failures, so each reconcile that returns Ok reports it here).
+#[derive(Default)]
+pub struct ErrorBackoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl ErrorBackoff {
+    /// Counts one more failure of `uid` and says how long to wait before the next try.
+    pub fn failed(&self, uid: &str) -> Duration {
+        let mut failures = lock(&self.failures);
+        let n = failures.entry(uid.to_string()).or_default();
+        *n = n.saturating_add(1);
+        ERROR_RETRY_FIRST
+            .saturating_mul(1 << (*n - 1).min(16))
+            .min(ERROR_RETRY_MAX)
+    }
+
+    pub fn succeeded(&self, uid: &str) {
+        lock(&self.failures).remove(uid);
+    }
+
+    /// Keeps only the objects whose uid `keep` accepts (the others are gone).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.failures).retain(|uid, _| keep(uid));
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct ReconcileError(anyhow::Error);
+pub enum ReconcileError {
+    /// What the reconcile itself returned (mostly Kubernetes API calls that failed).
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+    /// The reconcile panicked; the message, cut short.
+    #[error("the reconcile panicked: {0}")]
+    Panicked(String),
+    /// The reconcile ran past `--reconcile-timeout` and was abandoned.
+    #[error("the reconcile did not finish within {0:?} (--reconcile-timeout)")]
+    TimedOut(Duration),
+}
+
+impl ReconcileError {
+    /// The `reason` label of `soci_operator_reconcile_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Failed(e) if e.chain().any(|c| c.is::<kube::Error>()) => "KubernetesAPI",
+            Self::Failed(_) => "Other",
+            Self::Panicked(_) => plan::reason::INTERNAL_ERROR,
+            Self::TimedOut(_) => "Timeout",
+        }
+    }
+}
 
 fn error_policy(object: Arc<SociIndex>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %object.name_any(), namespace = ?object.namespace(), error = %error, "reconcile failed");
+    let retry = ctx.retries.failed(&object.uid().unwrap_or_default());
+    tracing::warn!(name = %object.name_any(), namespace = ?object.namespace(), error = %error, reason = error.reason(), ?retry, "reconcile failed");
     ctx.metrics.reconciles.with_label_values(&["error"]).inc();
     ctx.metrics
         .reconcile_errors
-        .with_label_values(&["KubernetesAPI"])
+        .with_label_values(&[error.reason()])
         .inc();
-    Action::requeue(API_ERROR_RETRY)
+    Action::requeue(retry)
 }
 
 async fn reconcile(object: Arc<SociIndex>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -270,6 +343,11 @@ async fn reconcile(object: Arc<SociIndex>, ctx: Arc<Context>) -> Result<Action, 
         }
     }
     let result = reconcile_inner(&object, &ctx).await;
+    if result.is_ok()
+        && let Some(uid) = object.uid()
+    {
+        ctx.retries.succeeded(&uid);
+    }
     let label = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics
         .duration
@@ -278,7 +356,7 @@ async fn reconcile(object: Arc<SociIndex>, ctx: Arc<Context>) -> Result<Action, 
     if result.is_ok() {
         ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
     }
-    result.map_err(ReconcileError)
+    result.map_err(ReconcileError::Failed)
 }
 
 async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Action> {
@@ -286,6 +364,18 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         // Owned Jobs go with the object (owner references); with deletionPolicy Delete the
         // cleanup finalizer removes what was pushed first.
         return cleanup::on_delete(object, ctx).await;
+    }
+    // An object that bypassed the CRD's bounds (an older CRD) is reported, not acted on.
+    if let Err(problem) = plan::check_spec(&object.spec) {
+        let status = plan::stalled_status(
+            object.status.as_ref(),
+            object.metadata.generation,
+            plan::reason::INVALID_SPEC,
+            &problem,
+            Timestamp::now(),
+        );
+        report_status(ctx, object, &status, 0).await?;
+        return Ok(Action::await_change());
     }
     cleanup::sync_finalizer(object, ctx).await?;
     let namespace = object
@@ -316,16 +406,24 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         .map(String::as_str);
     let mut images = Vec::new();
     if !spec.suspend {
-        // The object's own Secrets, if it names any; a Secret that is missing or unusable is
-        // every image's failure.
-        let registry = credentials::registry_for(
-            &ctx.client,
-            &ctx.registry,
-            &ctx.credentials,
-            &namespace,
-            spec.credentials.as_ref(),
-        )
-        .await;
+        // The object's own Secrets, if it names any (else anonymous, or the operator's
+        // credentials where the admin allows); a Secret that is missing or unusable is every
+        // image's failure, and so is a spec asking for more than the admin allows (before any
+        // look-up).
+        let registry = match worker::admit(&namespace, spec, &ctx.worker.tenants) {
+            Ok(()) => {
+                credentials::registry_for(
+                    &ctx.client,
+                    &ctx.registry,
+                    &ctx.credentials,
+                    &namespace,
+                    spec.credentials.as_ref(),
+                    &ctx.worker.tenants.operator_credentials,
+                )
+                .await
+            }
+            Err(refused) => Err(refused),
+        };
         // The status was written for this very spec: its verified images may take the cheap path.
         let previous = object
             .status
@@ -376,9 +474,12 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         }
     }
 
-    // The caps need every Job listed (right after a restart too), and the Jobs come from the
-    // same watch.
+    // The caps need every Job and SociIndex listed (right after a restart too), and the Jobs
+    // come from the same watch.
     ctx.jobs.wait_ready().await;
+    // A target another namespace's SociIndex named first stays that object's.
+    let claims = plan::claims_outside(ctx.jobs.indexes().iter().map(|o| o.as_ref()), &namespace);
+    plan::apply_target_conflicts(object, &mut images, &claims);
     let mut jobs = Vec::new();
     for job in ctx.jobs.owned(&namespace, &uid) {
         let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0) > 0;
@@ -409,7 +510,7 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         jobs: jobs.clone(),
         now: Timestamp::now(),
         default_interval: ctx.default_interval,
-        capacity: ctx.jobs.capacity(),
+        capacity: ctx.jobs.capacity(&namespace),
         builds_elsewhere: ctx.jobs.builds_elsewhere(&uid),
     });
 
@@ -462,23 +563,38 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
     }
     drop(slots);
     let running = jobs.iter().any(|j| j.state == JobState::Running);
-    let current = object.status.clone().unwrap_or_default();
-    if planned.status != current {
-        write_status(&indexes, &name, &planned.status).await?;
+    report_status(ctx, object, &planned.status, planned.queued).await?;
+    Ok(match requeue {
+        Some(after) => Action::requeue(after.min(MAX_REQUEUE)),
+        None if running => Action::requeue(plan::RUNNING_JOB_RECHECK),
+        None => Action::await_change(),
+    })
+}
+
+/// Writes `status` when it differs from the object's, and publishes what changed: the Events of
+/// its transitions and the gauges (`queued`: its builds waiting for a Job slot).
+pub(crate) async fn report_status(
+    ctx: &Context,
+    object: &SociIndex,
+    status: &SociIndexStatus,
+    queued: usize,
+) -> anyhow::Result<()> {
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    if object.status.as_ref() != Some(status) {
+        let indexes: Api<SociIndex> = Api::namespaced(ctx.client.clone(), &namespace);
+        write_status(&indexes, &name, status).await?;
         tracing::info!(
             %namespace, %name,
-            ready = planned.status.ready_images,
-            desired = planned.status.desired_images,
+            ready = status.ready_images,
+            desired = status.desired_images,
             "status updated"
         );
     }
     let key = object_key(object);
-    let previous = ctx.stats.lock().unwrap().previous(&key).cloned();
-    let notices = transitions::transitions(
-        previous.as_ref().or(object.status.as_ref()),
-        &planned.status,
-    );
-    ctx.record_status(&key, Some((planned.status.clone(), planned.queued)));
+    let previous = lock(&ctx.stats).previous(&key).cloned();
+    let notices = transitions::transitions(previous.as_ref().or(object.status.as_ref()), status);
+    ctx.record_status(&key, Some((status.clone(), queued)));
     for notice in notices {
         if let Some(reason) = &notice.failure_reason {
             ctx.metrics
@@ -488,15 +604,11 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
         }
         runtime::publish(ctx, object, notice.warning, notice.reason, notice.note).await;
     }
-    Ok(match requeue {
-        Some(after) => Action::requeue(after),
-        None if running => Action::requeue(plan::RUNNING_JOB_RECHECK),
-        None => Action::await_change(),
-    })
+    Ok(())
 }
 
 /// `namespace/name`: the key of an object's gauge contributions.
-fn object_key(object: &SociIndex) -> String {
+pub(crate) fn object_key(object: &SociIndex) -> String {
     format!(
         "{}/{}",
         object.namespace().unwrap_or_default(),
@@ -504,16 +616,24 @@ fn object_key(object: &SociIndex) -> String {
     )
 }
 
+/// The server-side apply patch that writes `status`. Every status is planned within the size
+/// budget already; fitting it here keeps any other writer's there too.
+pub(crate) fn status_patch(status: &SociIndexStatus) -> serde_json::Value {
+    let mut status = status.clone();
+    crate::api::budget::fit(&mut status, crate::api::budget::STATUS_BUDGET);
+    serde_json::json!({
+        "apiVersion": "soci.dev/v1alpha1",
+        "kind": "SociIndex",
+        "status": status,
+    })
+}
+
 pub(crate) async fn write_status(
     api: &Api<SociIndex>,
     name: &str,
     status: &SociIndexStatus,
 ) -> anyhow::Result<()> {
-    let patch = serde_json::json!({
-        "apiVersion": "soci.dev/v1alpha1",
-        "kind": "SociIndex",
-        "status": status,
-    });
+    let patch = status_patch(status);
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -544,5 +664,81 @@ mod tests {
         assert!(!checks.due("uid-a", "web", t0 + Duration::from_secs(200)));
         assert!(checks.due("uid-b", "web", t0 + Duration::from_secs(200)));
         assert!(FullChecks::new(Duration::ZERO).due("uid-c", "web", t0));
+    }
+
+    #[test]
+    fn failed_reconciles_back_off_per_object_and_success_resets() {
+        let retries = ErrorBackoff::default();
+        let waits: Vec<u64> = (0..9).map(|_| retries.failed("uid-a").as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        // Another object's failures are its own.
+        assert_eq!(retries.failed("uid-b"), Duration::from_secs(5));
+        retries.succeeded("uid-a");
+        assert_eq!(retries.failed("uid-a"), Duration::from_secs(5));
+        // Thousands of failures in a row neither overflow nor exceed the cap.
+        for _ in 0..10_000 {
+            retries.failed("uid-c");
+        }
+        assert_eq!(retries.failed("uid-c"), ERROR_RETRY_MAX);
+        // Objects gone from the stores are forgotten.
+        retries.retain(|uid| uid == "uid-b");
+        assert_eq!(lock(&retries.failures).len(), 1);
+    }
+
+    #[test]
+    fn reconcile_errors_are_labelled_by_what_went_wrong() {
+        let api = kube::Error::Api(
+            kube::core::Status::failure("conflict", "Conflict")
+                .with_code(409)
+                .boxed(),
+        );
+        let failed = ReconcileError::Failed(anyhow::Error::new(api).context("writing the status"));
+        assert_eq!(failed.reason(), "KubernetesAPI");
+        let other = ReconcileError::Failed(anyhow::anyhow!("SociIndex without a uid"));
+        assert_eq!(other.reason(), "Other");
+        assert_eq!(
+            ReconcileError::Panicked("x".into()).reason(),
+            "InternalError"
+        );
+        assert_eq!(
+            ReconcileError::TimedOut(Duration::from_secs(1)).reason(),
+            "Timeout"
+        );
+    }
+
+    #[test]
+    fn the_status_patch_is_a_server_side_apply_of_the_fitted_status() {
+        let mut status = SociIndexStatus {
+            conditions: vec![crate::api::Condition::new(
+                crate::api::condition::READY,
+                crate::api::ConditionStatus::True,
+                "Verified",
+                "ok",
+            )],
+            ..Default::default()
+        };
+        status.images = (0..2)
+            .map(|i| crate::api::ImageStatus {
+                name: format!("i{i}"),
+                platforms: vec![
+                    crate::api::PlatformStatus {
+                        platform: "p".repeat(200_000),
+                        ..Default::default()
+                    };
+                    1
+                ],
+                ..Default::default()
+            })
+            .collect();
+        let patch = status_patch(&status);
+        assert_eq!(patch["apiVersion"], "soci.dev/v1alpha1");
+        assert_eq!(patch["kind"], "SociIndex");
+        let text = patch.to_string();
+        assert!(
+            text.len() <= crate::api::budget::STATUS_BUDGET + 100,
+            "{}",
+            text.len()
+        );
+        assert_eq!(patch["status"]["images"].as_array().unwrap().len(), 2);
     }
 }

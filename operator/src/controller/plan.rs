@@ -2,15 +2,17 @@
 //! resolved digests, target checks, owned Jobs, the time) in; Jobs to create and delete, the
 //! new status and when to look again out. No I/O here, so every transition is unit tested.
 
+use crate::api::budget;
 use crate::api::condition::{self, LAZY_LOAD_READY, READY, RECONCILING, STALLED};
+use crate::api::limits;
 use crate::api::{
-    Condition, ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, SociIndexSpec,
-    SociIndexStatus, TargetSpec,
+    Condition, ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, SociIndex,
+    SociIndexSpec, SociIndexStatus, TargetSpec,
 };
 use crate::registry::RegistryRef;
 use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// The fallback of `--default-interval` (itself the fallback of `spec.interval`).
@@ -41,8 +43,20 @@ pub mod reason {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     pub const PROGRESSING: &str = "Progressing";
     pub const SUSPENDED: &str = "Suspended";
-    /// A build is due but `--max-concurrent-jobs` / `--max-jobs-per-registry` are reached.
+    /// Another namespace's SociIndex names the same target first and builds something else.
+    pub const TARGET_CONFLICT: &str = "TargetConflict";
+    /// The spec asks for a worker Pod the operator's configuration does not allow
+    /// (`--allow-spec-service-account`, `--allow-spec-scheduling`).
+    pub const SPEC_NOT_ALLOWED: &str = "SpecNotAllowed";
+    /// A build is due but `--max-concurrent-jobs`, `--max-jobs-per-registry` or
+    /// `--max-jobs-per-namespace` is reached.
     pub const QUEUED: &str = "Queued";
+    /// The spec is outside the bounds the CRD states (an object that bypassed them).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The reconcile panicked (a bug): caught at the reconcile boundary.
+    pub const INTERNAL_ERROR: &str = "InternalError";
+    /// The reconcile ran past `--reconcile-timeout`; it is retried.
+    pub const RECONCILE_TIMEOUT: &str = "ReconcileTimeout";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,21 +197,27 @@ pub struct PlanInput<'a> {
     pub now: Timestamp,
     /// `--default-interval`: used when `spec.interval` is absent or malformed.
     pub default_interval: Duration,
-    /// The worker Job slots free now (`--max-concurrent-jobs`, `--max-jobs-per-registry`).
+    /// The worker Job slots free now (`--max-concurrent-jobs`, `--max-jobs-per-registry`,
+    /// `--max-jobs-per-namespace`).
     pub capacity: Capacity,
     /// Running Jobs of other objects, by [`build_key`] → `namespace/name`: a build already
     /// running for another SociIndex is waited for, not started twice.
     pub builds_elsewhere: BTreeMap<String, String>,
 }
 
-/// The Job caps and the worker Jobs active now across every watched namespace. `None`: no cap.
+/// The Job caps and the worker Jobs active now across every watched namespace, for the builds
+/// of one object. `None`: no cap.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Capacity {
     pub max_total: Option<usize>,
     pub max_per_registry: Option<usize>,
+    /// `--max-jobs-per-namespace`: one namespace cannot hold every slot.
+    pub max_per_namespace: Option<usize>,
     pub active_total: usize,
     /// Active Jobs by the registry host of their source image.
     pub active_per_registry: BTreeMap<String, usize>,
+    /// Active Jobs in the namespace of the object being planned.
+    pub active_in_namespace: usize,
 }
 
 impl Capacity {
@@ -211,6 +231,14 @@ impl Capacity {
                 self.active_total
             ));
         }
+        if let Some(max) = self.max_per_namespace
+            && self.active_in_namespace >= max
+        {
+            return Err(format!(
+                "{} of {max} worker Jobs are running in this namespace (--max-jobs-per-namespace)",
+                self.active_in_namespace
+            ));
+        }
         let on_registry = self.active_per_registry.get(registry).copied().unwrap_or(0);
         if let Some(max) = self.max_per_registry
             && on_registry >= max
@@ -220,6 +248,7 @@ impl Capacity {
             ));
         }
         self.active_total += 1;
+        self.active_in_namespace += 1;
         *self
             .active_per_registry
             .entry(registry.to_string())
@@ -233,6 +262,137 @@ pub fn registry_host(source: &str) -> String {
     RegistryRef::parse(source)
         .map(|r| r.registry)
         .unwrap_or_else(|_| source.split('/').next().unwrap_or_default().to_string())
+}
+
+/// One image target a SociIndex names: from its spec (the status may be older), with the
+/// source digest its status records for that very target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetClaim {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub created: Option<Timestamp>,
+    pub image_name: String,
+    /// `registry/repo:tag`, as [`target_reference`] writes it.
+    pub target: String,
+    /// The spec image, normalised (`registry/repo:tag` or `@digest`).
+    pub source: String,
+    pub source_digest: Option<String>,
+    pub settings: BuildSettings,
+}
+
+impl TargetClaim {
+    /// Who came first: the older object (then the smaller uid) keeps the target.
+    fn precedes(&self, other: &TargetClaim) -> bool {
+        let order = |c: &TargetClaim| (c.created.is_none(), c.created, c.uid.clone());
+        order(self) < order(other)
+    }
+
+    /// Whether both write the same bytes into the target: the same settings, and the same
+    /// source (the digest its status records, or the same spec image, which resolves alike).
+    fn same_build(&self, other: &TargetClaim) -> bool {
+        self.settings == other.settings
+            && (self.source == other.source
+                || (self.source_digest.is_some() && self.source_digest == other.source_digest))
+    }
+}
+
+/// The targets `object` names, one per spec image that has a valid one.
+pub fn target_claims(object: &SociIndex) -> Vec<TargetClaim> {
+    let settings = BuildSettings::from_spec(&object.spec);
+    let status = object.status.as_ref();
+    object
+        .spec
+        .images
+        .iter()
+        .filter_map(|image| {
+            let source = RegistryRef::parse(&image.image).ok()?;
+            let target = target_reference(&source, object.spec.target.as_ref(), &image.name)
+                .ok()?
+                .to_string();
+            let source_digest = status
+                .and_then(|s| s.images.iter().find(|i| i.name == image.name))
+                .filter(|i| i.target.as_deref() == Some(target.as_str()))
+                .and_then(|i| i.source_digest.clone());
+            Some(TargetClaim {
+                namespace: object.metadata.namespace.clone().unwrap_or_default(),
+                name: object.metadata.name.clone().unwrap_or_default(),
+                uid: object.metadata.uid.clone().unwrap_or_default(),
+                created: object.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                image_name: image.name.clone(),
+                target,
+                source: source.to_string(),
+                source_digest,
+                settings: settings.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The claims of every object outside `namespace` (a tenant's own objects may share a target
+/// among themselves: they build it once, see `builds_elsewhere`).
+pub fn claims_outside<'a>(
+    objects: impl IntoIterator<Item = &'a SociIndex>,
+    namespace: &str,
+) -> Vec<TargetClaim> {
+    objects
+        .into_iter()
+        .filter(|o| o.metadata.namespace.as_deref() != Some(namespace))
+        .flat_map(target_claims)
+        .collect()
+}
+
+/// `TargetConflict` for each image of `object` whose resolved target another namespace's
+/// SociIndex named first and builds differently: two tenants never overwrite each other's
+/// target. The image stalls (no Job, no target check) until the other lets the target go or
+/// builds the same thing.
+pub fn apply_target_conflicts(
+    object: &SociIndex,
+    images: &mut [ImageObservation],
+    others: &[TargetClaim],
+) {
+    let mine = target_claims(object);
+    for observation in images {
+        let Ok(resolved) = &observation.resolved else {
+            continue;
+        };
+        let Some(me) = mine.iter().find(|c| c.image_name == observation.name) else {
+            continue;
+        };
+        let me = TargetClaim {
+            target: resolved.target.clone(),
+            source_digest: Some(resolved.digest.clone()),
+            ..me.clone()
+        };
+        let first = others.iter().find(|other| {
+            other.target == me.target
+                && other.namespace != me.namespace
+                && other.precedes(&me)
+                && !other.same_build(&me)
+        });
+        if let Some(other) = first {
+            let builds = match &other.source_digest {
+                Some(d) => format!("{} ({d})", other.source),
+                None => other.source.clone(),
+            };
+            observation.resolved = Err(Failure::permanent(
+                reason::TARGET_CONFLICT,
+                format!(
+                    "target {} is already the target of SociIndex {}/{} (image {}), which came first and builds it from {builds}{}; choose another target (target.tagSuffix or target.tagTemplate) or build the same source with the same settings",
+                    me.target,
+                    other.namespace,
+                    other.name,
+                    other.image_name,
+                    if other.settings == me.settings {
+                        ""
+                    } else {
+                        " with other settings"
+                    },
+                ),
+            ));
+            observation.target = None;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -328,34 +488,92 @@ pub fn target_reference(
     Ok(source.with_reference(&tag))
 }
 
-/// A spec duration (`90s`, `30m`, `1h30m`, `500ms`); `None` when malformed.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0f64;
+/// The bounds of `spec.interval` (the CRD holds the same), `--default-interval`,
+/// `--full-check-interval` and `--reconcile-timeout`: often enough to matter, rarely enough not
+/// to hammer a registry.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(720 * 3600);
+
+/// Why [`parse_duration`] refused a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationError {
+    Malformed,
+    /// Well-formed, but longer than [`Duration::MAX`].
+    TooLong,
+}
+
+/// A Go duration as the CRD admits it (`90s`, `30m`, `1h30m`, `1.5h`, `500ms`), in checked
+/// integer nanoseconds: never a panic, whatever the text. Fraction digits below a nanosecond
+/// are dropped.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    use DurationError::*;
+    if text.is_empty() {
+        return Err(Malformed);
+    }
+    // `None` once a sum or product has overflowed; the syntax is still checked to the end.
+    let mut total: Option<u128> = Some(0);
     let mut rest = text;
-    if rest.is_empty() {
-        return None;
-    }
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let (scale, unit_len) = if rest.starts_with("ms") {
-            (0.001, 2)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
-        } else {
-            return None;
+        let (whole, after) = split_digits(rest);
+        if whole.is_empty() {
+            return Err(Malformed);
+        }
+        let (fraction, after) = match after.strip_prefix('.') {
+            Some(tail) => match split_digits(tail) {
+                ("", _) => return Err(Malformed),
+                split => split,
+            },
+            None => ("", after),
         };
-        total += value * scale;
-        rest = &rest[unit_len..];
+        let (unit, after): (u128, &str) = if let Some(a) = after.strip_prefix("ms") {
+            (1_000_000, a)
+        } else if let Some(a) = after.strip_prefix('s') {
+            (1_000_000_000, a)
+        } else if let Some(a) = after.strip_prefix('m') {
+            (60_000_000_000, a)
+        } else if let Some(a) = after.strip_prefix('h') {
+            (3_600_000_000_000, a)
+        } else {
+            return Err(Malformed);
+        };
+        // More digits than u128 holds fail to parse, as does any product past it.
+        let mut part = whole.parse::<u128>().ok().and_then(|w| w.checked_mul(unit));
+        let mut scale = unit;
+        for digit in fraction.bytes() {
+            scale /= 10;
+            if scale == 0 {
+                break;
+            }
+            part = part.and_then(|p| p.checked_add(u128::from(digit - b'0') * scale));
+        }
+        total = total.zip(part).and_then(|(t, p)| t.checked_add(p));
+        rest = after;
     }
-    Some(Duration::from_secs_f64(total))
+    let total = total.ok_or(TooLong)?;
+    let seconds = u64::try_from(total / 1_000_000_000).map_err(|_| TooLong)?;
+    Ok(Duration::new(seconds, (total % 1_000_000_000) as u32))
+}
+
+fn split_digits(text: &str) -> (&str, &str) {
+    text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    )
+}
+
+/// An interval (`spec.interval`, the interval flags) within [`MIN_INTERVAL`]..=[`MAX_INTERVAL`],
+/// or why not (the text quoted, cut short: an object that bypassed the CRD may hold anything).
+pub fn bounded_interval(text: &str) -> Result<Duration, String> {
+    let quoted = quote(text);
+    let outside = || format!("{quoted} is outside 10s..720h (30 days)");
+    let duration = parse_duration(text).map_err(|e| match e {
+        DurationError::TooLong => outside(),
+        DurationError::Malformed => format!("{quoted} is not a duration like 30s, 5m or 1h30m"),
+    })?;
+    if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&duration) {
+        return Err(outside());
+    }
+    Ok(duration)
 }
 
 /// Capped exponential backoff after `failures` transient failures in a row.
@@ -367,10 +585,20 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// The interval stretched by up to +10%, by a fraction fixed per object, so that many objects
 /// created together do not hit the registry together (and the plan stays deterministic).
+/// Integer arithmetic that saturates: no interval makes it panic.
 pub fn jittered(interval: Duration, uid: &str) -> Duration {
     let h = Sha256::digest(uid.as_bytes());
-    let fraction = u16::from_be_bytes([h[0], h[1]]) as f64 / u16::MAX as f64;
-    interval.mul_f64(1.0 + 0.1 * fraction)
+    let fraction = u128::from(u16::from_be_bytes([h[0], h[1]]));
+    let extra = interval.as_nanos().saturating_mul(fraction) / (10 * u128::from(u16::MAX));
+    interval.saturating_add(nanos_saturating(extra))
+}
+
+/// `nanos` as a Duration, [`Duration::MAX`] when longer.
+fn nanos_saturating(nanos: u128) -> Duration {
+    match u64::try_from(nanos / 1_000_000_000) {
+        Ok(seconds) => Duration::new(seconds, (nanos % 1_000_000_000) as u32),
+        Err(_) => Duration::MAX,
+    }
 }
 
 pub fn rfc3339(t: Timestamp) -> String {
@@ -428,6 +656,280 @@ pub fn early_status(
     Some(next)
 }
 
+/// `spec` against the bounds the CRD states ([`limits`]), for an object that bypassed them (an
+/// older CRD, a schema that was edited): the first problem found, for an `InvalidSpec` stall.
+/// What could otherwise happen is worse than a rejected apply: a panic, a worker that cannot run,
+/// a Job the API server refuses on every retry, a status too large to write.
+pub fn check_spec(spec: &SociIndexSpec) -> Result<(), String> {
+    use limits::*;
+    let count = spec.images.len();
+    if count == 0 || count > MAX_IMAGES {
+        return Err(format!(
+            "spec.images has {count} entries: 1 to {MAX_IMAGES} are allowed"
+        ));
+    }
+    let mut names = HashSet::new();
+    for image in &spec.images {
+        let name = quote(&image.name);
+        if !is_dns_label(&image.name, MAX_IMAGE_NAME) {
+            return Err(format!(
+                "spec.images name {name} is not a DNS label (a-z, 0-9 and '-', at most {MAX_IMAGE_NAME})"
+            ));
+        }
+        if !names.insert(image.name.as_str()) {
+            return Err(format!("spec.images has two entries named {name}"));
+        }
+        check_length(
+            &format!("spec.images[{}].image", image.name),
+            &image.image,
+            1,
+            MAX_IMAGE_REFERENCE,
+        )?;
+    }
+    if spec.platforms.len() > MAX_PLATFORMS {
+        return Err(format!(
+            "spec.platforms has {} entries: at most {MAX_PLATFORMS} are allowed",
+            spec.platforms.len()
+        ));
+    }
+    for platform in &spec.platforms {
+        check_length("a spec.platforms entry", platform, 1, MAX_PLATFORM)?;
+    }
+    check_range(
+        "spec.minLayerSize",
+        spec.min_layer_size,
+        0,
+        MAX_MIN_LAYER_SIZE,
+    )?;
+    check_range(
+        "spec.spanSize",
+        spec.span_size,
+        MIN_SPAN_SIZE,
+        MAX_SPAN_SIZE,
+    )?;
+    if let Some(text) = &spec.interval {
+        bounded_interval(text).map_err(|why| format!("spec.interval {why}"))?;
+    }
+    if let Some(target) = &spec.target {
+        if let Some(suffix) = &target.tag_suffix {
+            check_length("spec.target.tagSuffix", suffix, 1, MAX_TAG_SUFFIX)?;
+        }
+        if let Some(template) = &target.tag_template {
+            check_length("spec.target.tagTemplate", template, 1, MAX_TAG_TEMPLATE)?;
+        }
+        let ways = usize::from(target.tag_suffix.is_some())
+            + usize::from(target.tag_template.is_some())
+            + usize::from(target.in_place == Some(true));
+        if ways > 1 {
+            return Err(
+                "spec.target: set at most one of tagSuffix, tagTemplate and inPlace".into(),
+            );
+        }
+    }
+    if let Some(credentials) = &spec.credentials {
+        if credentials.secret_refs.len() > MAX_SECRET_REFS {
+            return Err(format!(
+                "spec.credentials.secretRefs has {} entries: at most {MAX_SECRET_REFS} are allowed",
+                credentials.secret_refs.len()
+            ));
+        }
+        for secret in &credentials.secret_refs {
+            check_object_name("spec.credentials.secretRefs name", &secret.name)?;
+        }
+        if let Some(account) = &credentials.service_account_name {
+            check_object_name("spec.credentials.serviceAccountName", account)?;
+        }
+    }
+    if let Some(job) = &spec.job {
+        check_job(job)?;
+    }
+    Ok(())
+}
+
+fn check_job(job: &crate::api::JobSettings) -> Result<(), String> {
+    use limits::*;
+    if job.node_selector.len() > MAX_NODE_SELECTOR {
+        return Err(format!(
+            "spec.job.nodeSelector has {} entries: at most {MAX_NODE_SELECTOR} are allowed",
+            job.node_selector.len()
+        ));
+    }
+    for (key, value) in &job.node_selector {
+        check_length("a spec.job.nodeSelector key", key, 1, MAX_LABEL_KEY)?;
+        check_length("a spec.job.nodeSelector value", value, 0, MAX_LABEL_VALUE)?;
+    }
+    if job.tolerations.len() > MAX_TOLERATIONS {
+        return Err(format!(
+            "spec.job.tolerations has {} entries: at most {MAX_TOLERATIONS} are allowed",
+            job.tolerations.len()
+        ));
+    }
+    for toleration in &job.tolerations {
+        if let Some(key) = &toleration.key {
+            check_length("a spec.job.tolerations key", key, 0, MAX_LABEL_KEY)?;
+        }
+        if let Some(value) = &toleration.value {
+            check_length("a spec.job.tolerations value", value, 0, MAX_LABEL_VALUE)?;
+        }
+        if let Some(operator) = &toleration.operator {
+            check_length("a spec.job.tolerations operator", operator, 0, 16)?;
+        }
+        if let Some(effect) = &toleration.effect {
+            check_length("a spec.job.tolerations effect", effect, 0, 32)?;
+        }
+    }
+    if let Some(resources) = &job.resources {
+        let entries = [
+            ("limits", resources.limits.as_ref().map_or(0, |m| m.len())),
+            (
+                "requests",
+                resources.requests.as_ref().map_or(0, |m| m.len()),
+            ),
+            ("claims", resources.claims.as_ref().map_or(0, |c| c.len())),
+        ];
+        for (what, n) in entries {
+            if n > MAX_RESOURCE_ENTRIES {
+                return Err(format!(
+                    "spec.job.resources.{what} has {n} entries: at most {MAX_RESOURCE_ENTRIES} are allowed"
+                ));
+            }
+        }
+        let quantities = [&resources.limits, &resources.requests]
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m.values());
+        for quantity in quantities {
+            check_length("a spec.job.resources quantity", &quantity.0, 1, 64)?;
+        }
+        for claim in resources.claims.iter().flatten() {
+            check_length("a spec.job.resources.claims name", &claim.name, 1, 63)?;
+        }
+    }
+    check_range(
+        "spec.job.activeDeadlineSeconds",
+        job.active_deadline_seconds,
+        MIN_ACTIVE_DEADLINE_SECONDS,
+        MAX_ACTIVE_DEADLINE_SECONDS,
+    )?;
+    check_range(
+        "spec.job.backoffLimit",
+        job.backoff_limit.map(i64::from),
+        0,
+        i64::from(MAX_BACKOFF_LIMIT),
+    )
+}
+
+/// `text` in quotes, cut short (it may be as long as the API server admits).
+fn quote(text: &str) -> String {
+    let mut quoted = format!("{text:?}");
+    condition::truncate(&mut quoted, 80);
+    quoted
+}
+
+fn check_length(what: &str, text: &str, min: usize, max: usize) -> Result<(), String> {
+    if (min..=max).contains(&text.len()) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} {} is {} bytes long: {min} to {max} are allowed",
+        quote(text),
+        text.len()
+    ))
+}
+
+fn check_range(what: &str, value: Option<i64>, min: i64, max: i64) -> Result<(), String> {
+    match value {
+        Some(v) if !(min..=max).contains(&v) => {
+            Err(format!("{what} is {v}: {min} to {max} are allowed"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A Secret or ServiceAccount name: a DNS subdomain.
+fn check_object_name(what: &str, name: &str) -> Result<(), String> {
+    let valid = name.len() <= limits::MAX_OBJECT_NAME
+        && name.split('.').all(|label| is_dns_label(label, 63));
+    if valid {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} {} is not a DNS subdomain (a-z, 0-9, '-' and '.', at most {})",
+        quote(name),
+        limits::MAX_OBJECT_NAME
+    ))
+}
+
+fn is_dns_label(label: &str, max: usize) -> bool {
+    let b = label.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    !b.is_empty() && b.len() <= max && b.iter().all(inner) && b[0] != b'-' && b[b.len() - 1] != b'-'
+}
+
+/// The status of an object that the controller does not act on (`InvalidSpec`,
+/// `InternalError`): `Ready` false and `Stalled` true, with `reason` and `message`. The images'
+/// entries are kept: they record what was pushed (what cleanup removes, what to deploy).
+pub fn stalled_status(
+    previous: Option<&SociIndexStatus>,
+    generation: Option<i64>,
+    why: &str,
+    message: &str,
+    now: Timestamp,
+) -> SociIndexStatus {
+    boundary_status(
+        previous,
+        generation,
+        [
+            (READY, ConditionStatus::False),
+            (STALLED, ConditionStatus::True),
+        ],
+        why,
+        message,
+        now,
+    )
+}
+
+/// The status of an object whose reconcile was abandoned and is retried (`ReconcileTimeout`):
+/// `Ready` unknown and `Reconciling` true; the images' entries are kept.
+pub fn retrying_status(
+    previous: Option<&SociIndexStatus>,
+    generation: Option<i64>,
+    why: &str,
+    message: &str,
+    now: Timestamp,
+) -> SociIndexStatus {
+    boundary_status(
+        previous,
+        generation,
+        [
+            (READY, ConditionStatus::Unknown),
+            (RECONCILING, ConditionStatus::True),
+        ],
+        why,
+        message,
+        now,
+    )
+}
+
+fn boundary_status(
+    previous: Option<&SociIndexStatus>,
+    generation: Option<i64>,
+    conditions: [(&str, ConditionStatus); 2],
+    why: &str,
+    message: &str,
+    now: Timestamp,
+) -> SociIndexStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let wanted = conditions
+        .into_iter()
+        .map(|(type_, s)| Condition::new(type_, s, why, message))
+        .collect();
+    status.conditions = condition::merge(&status.conditions, wanted, generation, &rfc3339(now));
+    status.observed_generation = generation;
+    budget::fit(&mut status, budget::STATUS_BUDGET);
+    status
+}
+
 /// Where one image stands after this reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standing {
@@ -448,13 +950,15 @@ struct ImageOutcome {
 pub fn plan(input: PlanInput<'_>) -> Plan {
     let now_text = rfc3339(input.now);
     let previous = input.status.cloned().unwrap_or_default();
+    // The reconcile stalls a spec with an interval out of bounds before it plans
+    // ([`check_spec`]); the plan holds any spec in bounds all the same.
     let interval = input
         .spec
         .interval
         .as_deref()
-        .and_then(parse_duration)
+        .and_then(|text| bounded_interval(text).ok())
         .unwrap_or(input.default_interval)
-        .max(Duration::from_secs(10));
+        .clamp(MIN_INTERVAL, MAX_INTERVAL);
 
     if input.spec.suspend {
         let mut status = previous.clone();
@@ -607,7 +1111,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         requeue = Some(requeue.map_or(next, |q| q.min(next)));
     }
 
-    let status = SociIndexStatus {
+    let mut status = SociIndexStatus {
         observed_generation: input.generation,
         conditions: condition::merge(&previous.conditions, wanted, input.generation, &now_text),
         ready_images: ready,
@@ -619,6 +1123,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             .or(previous.last_handled_reconcile_at.clone()),
         images,
     };
+    budget::fit(&mut status, budget::STATUS_BUDGET);
     Plan {
         create,
         delete,
@@ -992,3 +1497,7 @@ fn failure_standing(
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_tenant_tests.rs"]
+mod tenant_tests;

@@ -707,12 +707,405 @@ fn target_tags_follow_the_spec_and_never_take_the_source_tag_unasked() {
 
 #[test]
 fn durations_parse_like_go() {
-    assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-    assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-    assert_eq!(parse_duration("10"), None);
-    assert_eq!(parse_duration(""), None);
-    assert_eq!(parse_duration("5d"), None);
+    assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
+    assert_eq!(
+        parse_duration("1h30m").ok(),
+        Some(Duration::from_secs(5400))
+    );
+    assert_eq!(
+        parse_duration("500ms").ok(),
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(parse_duration("10").ok(), None);
+    assert_eq!(parse_duration("").ok(), None);
+    assert_eq!(parse_duration("5d").ok(), None);
+    assert_eq!(parse_duration("1.5h").ok(), Some(Duration::from_secs(5400)));
+    assert_eq!(
+        parse_duration("0.25s").ok(),
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(
+        parse_duration("2m0.5s").ok(),
+        Some(Duration::from_millis(120_500))
+    );
+    // Below a nanosecond, fraction digits are dropped.
+    assert_eq!(
+        parse_duration("1.0000000009s").ok(),
+        Some(Duration::from_secs(1))
+    );
+    for malformed in [".5h", "1.h", "1h1", "h", "1..5s", "-1s", "1 h", "1µs"] {
+        assert_eq!(parse_duration(malformed).ok(), None, "{malformed}");
+    }
+}
+
+#[test]
+fn absurd_durations_are_refused_without_a_panic() {
+    // Past u64 seconds: Duration::from_secs_f64 used to panic on this inside the reconcile.
+    assert_eq!(
+        parse_duration("99999999999999999999h"),
+        Err(DurationError::TooLong)
+    );
+    assert_eq!(
+        parse_duration("99999999999999999999d"),
+        Err(DurationError::Malformed)
+    );
+    // More digits than u128 holds, and products past it.
+    assert_eq!(parse_duration(&format!("1{}s", "0".repeat(60))).ok(), None);
+    assert_eq!(parse_duration(&format!("{}h", "9".repeat(38))).ok(), None);
+    assert_eq!(
+        parse_duration("1h".repeat(100_000).as_str()).ok(),
+        Some(Duration::from_secs(360_000_000))
+    );
+    // Fits a Duration, so it parses; the bounds refuse it.
+    let huge = parse_duration("5000000000000000h").ok().unwrap();
+    assert_eq!(huge.as_secs(), 18_000_000_000_000_000_000);
+    for text in [
+        "99999999999999999999h",
+        "5000000000000000h",
+        "721h",
+        "9s",
+        "0s",
+    ] {
+        let why = bounded_interval(text).unwrap_err();
+        assert!(why.ends_with("is outside 10s..720h (30 days)"), "{why}");
+    }
+    for text in ["1h1", "", "99999999999999999999d"] {
+        let why = bounded_interval(text).unwrap_err();
+        assert!(
+            why.ends_with("is not a duration like 30s, 5m or 1h30m"),
+            "{why}"
+        );
+    }
+    assert_eq!(bounded_interval("720h"), Ok(MAX_INTERVAL));
+    assert_eq!(bounded_interval("10s"), Ok(MIN_INTERVAL));
+    // A very long text is quoted cut short.
+    assert!(bounded_interval(&"9".repeat(100_000)).unwrap_err().len() < 200);
+}
+
+#[test]
+fn jitter_and_backoff_saturate() {
+    // jittered used to panic here (Duration::mul_f64 past Duration::MAX).
+    assert_eq!(jittered(Duration::MAX, UID), Duration::MAX);
+    assert_eq!(jittered(huge_interval(), UID), Duration::MAX);
+    let hour = Duration::from_secs(3600);
+    let j = jittered(hour, UID);
+    assert!(j >= hour && j <= hour + hour / 10, "{j:?}");
+    assert_eq!(jittered(hour, UID), j, "fixed per object");
+    assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    assert_eq!(backoff(0), BACKOFF_BASE);
+}
+
+fn huge_interval() -> Duration {
+    Duration::from_secs(18_000_000_000_000_000_000)
+}
+
+#[test]
+fn a_plan_with_an_absurd_interval_neither_panics_nor_waits_for_ever() {
+    // An object that bypassed the CRD: the reconcile stalls it (check_spec) before planning,
+    // and the plan itself stays total.
+    for interval in [
+        "99999999999999999999h",
+        "5000000000000000h",
+        "1ms",
+        "garbage",
+    ] {
+        let mut s = spec(&["app"]);
+        s.interval = Some(interval.into());
+        let p = Run::new(&s, vec![seen("app", DIGEST_A, bound())]).plan();
+        let after = p.requeue_after.unwrap();
+        assert!(
+            after >= MIN_INTERVAL && after <= jittered(DEFAULT_INTERVAL, UID),
+            "{interval}: {after:?}"
+        );
+    }
+    let mut s = spec(&["app"]);
+    s.interval = Some("720h".into());
+    let p = Run::new(&s, vec![seen("app", DIGEST_A, bound())]).plan();
+    assert_eq!(p.requeue_after, Some(jittered(MAX_INTERVAL, UID)));
+}
+
+/// Every way a spec can be out of the CRD's bounds, and a word the message must hold.
+fn invalid_specs() -> Vec<(SociIndexSpec, &'static str)> {
+    use crate::api::{Credentials, JobSettings, SecretRef, limits};
+    use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let base = spec(&["app"]);
+    let with = |change: &dyn Fn(&mut SociIndexSpec)| {
+        let mut s = base.clone();
+        change(&mut s);
+        s
+    };
+    let names: Vec<String> = (0..=limits::MAX_IMAGES).map(|i| format!("i{i}")).collect();
+    let many: Vec<&str> = names.iter().map(String::as_str).collect();
+    let job = |j: JobSettings| with(&|s| s.job = Some(j.clone()));
+    let credentials = |c: Credentials| with(&|s| s.credentials = Some(c.clone()));
+    vec![
+        (
+            with(&|s| s.interval = Some("99999999999999999999h".into())),
+            "spec.interval",
+        ),
+        (
+            with(&|s| s.interval = Some("5000000000000000h".into())),
+            "outside 10s..720h",
+        ),
+        (
+            with(&|s| s.interval = Some("5s".into())),
+            "outside 10s..720h",
+        ),
+        (
+            with(&|s| s.interval = Some("1d".into())),
+            "is not a duration",
+        ),
+        (with(&|s| s.images.clear()), "spec.images has 0 entries"),
+        (spec(&many), "spec.images has 257 entries"),
+        (spec(&["app", "app"]), "two entries named \"app\""),
+        (spec(&["Upper_case"]), "not a DNS label"),
+        (spec(&["a".repeat(64).as_str()]), "not a DNS label"),
+        (
+            with(&|s| s.images[0].image = "r/".repeat(300)),
+            "spec.images[app].image",
+        ),
+        (
+            with(&|s| s.platforms = vec!["linux/amd64".into(); 33]),
+            "spec.platforms has 33",
+        ),
+        (
+            with(&|s| s.platforms = vec!["x".repeat(65)]),
+            "spec.platforms entry",
+        ),
+        (
+            with(&|s| s.platforms = vec![String::new()]),
+            "spec.platforms entry",
+        ),
+        (
+            with(&|s| s.min_layer_size = Some(-1)),
+            "spec.minLayerSize is -1",
+        ),
+        (
+            with(&|s| s.min_layer_size = Some(i64::MAX)),
+            "spec.minLayerSize",
+        ),
+        (with(&|s| s.span_size = Some(0)), "spec.spanSize is 0"),
+        (with(&|s| s.span_size = Some(i64::MAX)), "spec.spanSize"),
+        (
+            with(&|s| {
+                s.target = Some(TargetSpec {
+                    tag_suffix: Some("-".repeat(65)),
+                    ..Default::default()
+                })
+            }),
+            "spec.target.tagSuffix",
+        ),
+        (
+            with(&|s| {
+                s.target = Some(TargetSpec {
+                    tag_template: Some("{tag}".repeat(30)),
+                    ..Default::default()
+                })
+            }),
+            "spec.target.tagTemplate",
+        ),
+        (
+            with(&|s| {
+                s.target = Some(TargetSpec {
+                    tag_suffix: Some("-x".into()),
+                    in_place: Some(true),
+                    ..Default::default()
+                })
+            }),
+            "at most one of",
+        ),
+        (
+            credentials(Credentials {
+                secret_refs: vec![SecretRef { name: "s".into() }; 9],
+                service_account_name: None,
+            }),
+            "secretRefs has 9",
+        ),
+        (
+            credentials(Credentials {
+                secret_refs: vec![SecretRef {
+                    name: "../etc".into(),
+                }],
+                service_account_name: None,
+            }),
+            "not a DNS subdomain",
+        ),
+        (
+            credentials(Credentials {
+                secret_refs: vec![],
+                service_account_name: Some("a".repeat(254)),
+            }),
+            "serviceAccountName",
+        ),
+        (
+            job(JobSettings {
+                node_selector: (0..33).map(|i| (format!("k{i}"), "v".into())).collect(),
+                ..Default::default()
+            }),
+            "nodeSelector has 33",
+        ),
+        (
+            job(JobSettings {
+                node_selector: [("k".into(), "v".repeat(64))].into(),
+                ..Default::default()
+            }),
+            "nodeSelector value",
+        ),
+        (
+            job(JobSettings {
+                tolerations: vec![Toleration::default(); 33],
+                ..Default::default()
+            }),
+            "tolerations has 33",
+        ),
+        (
+            job(JobSettings {
+                tolerations: vec![Toleration {
+                    key: Some("k".repeat(318)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            "tolerations key",
+        ),
+        (
+            job(JobSettings {
+                resources: Some(ResourceRequirements {
+                    limits: Some(
+                        (0..17)
+                            .map(|i| (format!("example.com/r{i}"), Quantity("1".into())))
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            "resources.limits has 17",
+        ),
+        (
+            job(JobSettings {
+                active_deadline_seconds: Some(i64::MAX),
+                ..Default::default()
+            }),
+            "activeDeadlineSeconds",
+        ),
+        (
+            job(JobSettings {
+                backoff_limit: Some(-1),
+                ..Default::default()
+            }),
+            "backoffLimit is -1",
+        ),
+    ]
+}
+
+#[test]
+fn a_spec_out_of_the_crd_bounds_is_named_for_an_invalid_spec_stall() {
+    assert_eq!(check_spec(&spec(&["app"])), Ok(()));
+    for (bad, word) in invalid_specs() {
+        let why = check_spec(&bad).expect_err(word);
+        assert!(why.contains(word), "{word:?} not in {why:?}");
+        assert!(why.len() < 300, "{why}");
+    }
+    // The largest spec the CRD admits passes.
+    use crate::api::limits;
+    let names: Vec<String> = (0..limits::MAX_IMAGES).map(|i| format!("i{i}")).collect();
+    let mut largest = spec(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    largest.platforms = vec!["p".repeat(limits::MAX_PLATFORM); limits::MAX_PLATFORMS];
+    largest.interval = Some("720h".into());
+    largest.span_size = Some(limits::MAX_SPAN_SIZE);
+    largest.min_layer_size = Some(limits::MAX_MIN_LAYER_SIZE);
+    assert_eq!(check_spec(&largest), Ok(()));
+}
+
+#[test]
+fn an_invalid_spec_stalls_and_keeps_what_was_pushed() {
+    let s = spec(&["app"]);
+    let ready = Run::new(&s, vec![seen("app", DIGEST_A, bound())]).plan();
+    let why = "spec.interval \"5s\" is outside 10s..720h (30 days)";
+    let stalled = stalled_status(
+        Some(&ready.status),
+        Some(2),
+        reason::INVALID_SPEC,
+        why,
+        t(60),
+    );
+    for kind in [READY, STALLED] {
+        let c = cond(&stalled.conditions, kind).unwrap();
+        assert_eq!(c.reason, reason::INVALID_SPEC);
+        assert_eq!(c.message, why);
+        assert_eq!(c.observed_generation, Some(2));
+    }
+    assert_eq!(
+        cond(&stalled.conditions, READY).unwrap().status,
+        ConditionStatus::False
+    );
+    assert_eq!(
+        cond(&stalled.conditions, STALLED).unwrap().status,
+        ConditionStatus::True
+    );
+    assert_eq!(stalled.observed_generation, Some(2));
+    assert_eq!(
+        stalled.images, ready.status.images,
+        "cleanup needs what was pushed"
+    );
+    // The next reconcile builds the same status: nothing to write, no Event again.
+    let again = stalled_status(Some(&stalled), Some(2), reason::INVALID_SPEC, why, t(120));
+    assert_eq!(again, stalled);
+    // A fixed spec (a new generation) plans as usual again.
+    let mut fixed = Run::new(&s, vec![seen("app", DIGEST_A, bound())]);
+    fixed.generation = 3;
+    fixed.status = Some(&stalled);
+    let p = fixed.plan();
+    assert_eq!(top(&p, READY), is(ConditionStatus::True, reason::VERIFIED));
+    assert_eq!(top(&p, STALLED), None);
+}
+
+#[test]
+fn the_plan_keeps_the_status_of_many_images_and_platforms_under_the_budget() {
+    use crate::api::budget::{STATUS_BUDGET, fit};
+    let names: Vec<String> = (0..256).map(|i| format!("image-{i:03}")).collect();
+    let s = spec(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    let platforms: Vec<PlatformStatus> = (0..32)
+        .map(|i| PlatformStatus {
+            platform: format!("linux/arch{i:02}"),
+            soci_index_digest: Some(format!("sha256:{}", "i".repeat(64))),
+            layers_indexed: 9,
+            layers_too_small: 1,
+            layers_unsupported: 0,
+            bytes_indexed_percent: "97.5".into(),
+        })
+        .collect();
+    let observations = names
+        .iter()
+        .map(|n| {
+            seen(
+                n,
+                DIGEST_A,
+                TargetCheck::Bound {
+                    digest: format!("sha256:{}", "t".repeat(64)),
+                    platforms: platforms.clone(),
+                },
+            )
+        })
+        .collect();
+    let p = Run::new(&s, observations).plan();
+    let size = serde_json::to_vec(&p.status).unwrap().len();
+    assert!(size <= STATUS_BUDGET, "{size}");
+    assert_eq!(p.status.ready_images, 256);
+    let ready = cond(&p.status.conditions, READY).unwrap();
+    assert!(
+        ready.message.contains("status size budget"),
+        "{}",
+        ready.message
+    );
+    let mut refit = p.status.clone();
+    fit(&mut refit, STATUS_BUDGET);
+    assert_eq!(
+        refit, p.status,
+        "planned statuses compare equal between reconciles"
+    );
 }
 
 #[test]
@@ -827,6 +1220,7 @@ fn job_caps_hold_builds_back_as_queued() {
                 .iter()
                 .map(|(r, n)| (r.to_string(), *n))
                 .collect(),
+            ..Default::default()
         };
         let p = run.plan();
         let created: Vec<&str> = p.create.iter().map(|r| r.image_name.as_str()).collect();

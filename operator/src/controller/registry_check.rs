@@ -8,15 +8,18 @@ use super::plan::{
 use crate::api::condition::{self, LAZY_LOAD_READY};
 use crate::api::{ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, TargetSpec};
 use crate::image::registry_io::RegistrySource;
-use crate::readiness::{ImageReport, inspect_with};
+use crate::readiness::{ImageReport, PlatformReport, inspect_with};
+use crate::registry::digest::is_valid_digest;
 use crate::registry::error::PermanentCause;
+use crate::registry::limits;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use crate::verification::verify_binding;
 use std::sync::Arc;
 
-/// Maps a registry failure to the reason and class the plan acts on.
+/// Maps a registry failure to the reason and class the plan acts on. The message goes into a
+/// status and Events: no URL query strings (pre-signed URLs), bounded length.
 pub fn failure_of(error: &anyhow::Error) -> Failure {
-    let message = format!("{error:#}");
+    let message = limits::sanitize(&format!("{error:#}"), limits::MESSAGE_CHARS);
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<RegistryError>() {
             if e.is_transient() {
@@ -79,6 +82,8 @@ pub async fn target_binding(
     else {
         return Ok(TargetCheck::Missing);
     };
+    // Only its digest is needed from here on; the bytes (up to 4 MiB) go now.
+    let found_digest = found.digest;
     let source = RegistryRef::parse(&resolved.source)
         .map_err(|e| Failure::permanent(reason::INVALID_REFERENCE, format!("{e:#}")))?;
     let min = settings.min_layer_size;
@@ -86,7 +91,7 @@ pub async fn target_binding(
     let source_report = inspect_with(&RegistrySource::new(client.clone(), source), min, false)
         .await
         .map_err(|e| failure_of(&e))?;
-    let pinned_target = target.with_reference(&found.digest);
+    let pinned_target = target.with_reference(&found_digest);
     let find_v1 = settings.index_version == IndexVersion::V1;
     let target_report = inspect_with(
         &RegistrySource::new(client.clone(), pinned_target),
@@ -111,7 +116,7 @@ pub async fn target_binding(
     };
     // What the snapshotter checks when it loads the index (canonical JSON, zTOCs parseable,
     // span offsets increasing): a bound target failing it is not lazily loadable.
-    let report = verify_binding(client.clone(), target.with_reference(&found.digest), false)
+    let report = verify_binding(client.clone(), target.with_reference(&found_digest), false)
         .await
         .map_err(|e| failure_of(&e))?;
     let problems: Vec<String> = report
@@ -140,6 +145,8 @@ pub async fn target_binding(
 
 /// The comparison behind [`target_binding`], pure. `binding` is the kind the spec asks for:
 /// `v2` (the manifest annotation) or `v1` (a SOCI index v1 referring to the manifest).
+/// A target platform stands for a source platform when it has the same config and the same
+/// layers: digests, sizes and media types, in order (conversion changes none of them).
 pub fn compare(
     source: &ImageReport,
     target: &ImageReport,
@@ -152,18 +159,26 @@ pub fn compare(
     });
     let mut bound = Vec::new();
     for p in wanted {
-        let layers: Vec<&str> = p.layers.iter().map(|l| l.digest.as_str()).collect();
-        let matching = target.platforms.iter().find(|t| {
+        let mut same_layers = target.platforms.iter().filter(|t| {
             t.layers
                 .iter()
                 .map(|l| l.digest.as_str())
-                .eq(layers.iter().copied())
+                .eq(p.layers.iter().map(|l| l.digest.as_str()))
         });
-        let Some(t) = matching else {
+        let Some(first) = same_layers.clone().next() else {
             return TargetCheck::NotBound {
                 message: format!(
                     "target {} has no image manifest for platform {} of source {source_digest} (the source tag moved, or the target was overwritten)",
                     target.image, p.platform
+                ),
+            };
+        };
+        let Some(t) = same_layers.find(|t| content_mismatch(p, t).is_none()) else {
+            let mismatch = content_mismatch(p, first).unwrap_or_default();
+            return TargetCheck::NotBound {
+                message: format!(
+                    "target {} platform {} has the layer digests of platform {} of source {source_digest}, but {mismatch}",
+                    target.image, first.platform, p.platform
                 ),
             };
         };
@@ -209,6 +224,32 @@ pub fn compare(
     }
 }
 
+/// What differs between a source platform and a target platform with the same layer digests:
+/// the config digest, or a layer's declared size or media type (the first difference).
+fn content_mismatch(source: &PlatformReport, target: &PlatformReport) -> Option<String> {
+    if source.config != target.config {
+        return Some(format!(
+            "its config is {}, not the source's {}",
+            target.config, source.config
+        ));
+    }
+    for (i, (s, t)) in source.layers.iter().zip(&target.layers).enumerate() {
+        if s.size != t.size {
+            return Some(format!(
+                "layer {i} ({}) is declared with {} bytes, not the source's {}",
+                t.digest, t.size, s.size
+            ));
+        }
+        if s.media_type != t.media_type {
+            return Some(format!(
+                "layer {i} ({}) has media type {:?}, not the source's {:?}",
+                t.digest, t.media_type, s.media_type
+            ));
+        }
+    }
+    None
+}
+
 /// What a settled image's previous full check established, and the look-ups that would show
 /// it changed: one HEAD per tag the image names.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,8 +280,15 @@ pub fn settled_image(
     {
         return None;
     }
-    let source_digest = before.source_digest.clone()?;
-    let target_digest = before.target_digest.clone()?;
+    // A status is input too: digests that are not digests take the full check.
+    let source_digest = before
+        .source_digest
+        .clone()
+        .filter(|d| is_valid_digest(d))?;
+    let target_digest = before
+        .target_digest
+        .clone()
+        .filter(|d| is_valid_digest(d))?;
     let source = RegistryRef::parse(spec_image).ok()?;
     let target = target_reference(&source, target_spec, image_name).ok()?;
     if before.target.as_deref() != Some(target.to_string().as_str()) {
@@ -300,7 +348,7 @@ pub async fn recheck_settled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::readiness::{LayerStatus, PlatformReport};
+    use crate::readiness::LayerStatus;
 
     fn layer(digest: &str, status: &'static str) -> LayerStatus {
         LayerStatus {
@@ -322,6 +370,7 @@ mod tests {
                 .map(|(platform, binding, layers)| PlatformReport {
                     platform: platform.into(),
                     manifest: String::new(),
+                    config: "sha256:cfg".into(),
                     binding: binding.into(),
                     soci_index: Some("sha256:idx".into()),
                     problem: None,
@@ -395,6 +444,116 @@ mod tests {
         }
     }
 
+    /// "Verified" means the target is the source's image: each difference below, alone, makes
+    /// an otherwise bound target not bound.
+    #[test]
+    fn every_difference_from_the_source_makes_a_target_not_bound() {
+        let source = report(
+            "src",
+            vec![(
+                "linux/amd64",
+                "none",
+                vec![layer("a", "not-indexed"), layer("b", "not-indexed")],
+            )],
+        );
+        let good = || {
+            report(
+                "tgt",
+                vec![(
+                    "linux/amd64",
+                    "v2",
+                    vec![layer("a", "indexed"), layer("b", "indexed")],
+                )],
+            )
+        };
+        assert!(matches!(
+            compare(&source, &good(), &[], "d", "v2"),
+            TargetCheck::Bound { .. }
+        ));
+        type Edit = fn(&mut PlatformReport);
+        let cases: [(&str, Edit, &str); 9] = [
+            (
+                "config digest",
+                |t| t.config = "sha256:other".into(),
+                "has the layer digests of platform linux/amd64 of source d, but its config is sha256:other, not the source's sha256:cfg",
+            ),
+            (
+                "layer size",
+                |t| t.layers[1].size = 2,
+                "but layer 1 (b) is declared with 2 bytes, not the source's 1",
+            ),
+            (
+                "layer media type",
+                |t| t.layers[0].media_type = "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+                "but layer 0 (a) has media type \"application/vnd.oci.image.layer.v1.tar+zstd\", not the source's \"application/vnd.oci.image.layer.v1.tar+gzip\"",
+            ),
+            (
+                "layer digest",
+                |t| t.layers[1].digest = "c".into(),
+                "has no image manifest for platform linux/amd64 of source d",
+            ),
+            (
+                "layer order",
+                |t| t.layers.swap(0, 1),
+                "has no image manifest for platform",
+            ),
+            (
+                "an extra layer",
+                |t| t.layers.push(layer("c", "indexed")),
+                "has no image manifest for platform",
+            ),
+            (
+                "a missing layer",
+                |t| drop(t.layers.pop()),
+                "has no image manifest for platform",
+            ),
+            (
+                "binding",
+                |t| t.binding = "none".into(),
+                "is not bound to a SOCI index v2",
+            ),
+            (
+                "missing zTOC",
+                |t| t.layers[0].status = "missing-ztoc",
+                "the zTOC of layer a is missing",
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let mut target = good();
+            edit(&mut target.platforms[0]);
+            match compare(&source, &target, &[], "d", "v2") {
+                TargetCheck::NotBound { message } => {
+                    assert!(message.contains(want), "{what}: {message}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    /// Two target platforms with the source's layer digests: the one with the source's config
+    /// is the match, whichever comes first.
+    #[test]
+    fn the_target_platform_with_the_sources_config_is_chosen() {
+        let source = report(
+            "src",
+            vec![("linux/amd64", "none", vec![layer("a", "not-indexed")])],
+        );
+        let mut target = report(
+            "tgt",
+            vec![
+                ("linux/amd64/v2", "v2", vec![layer("a", "indexed")]),
+                ("linux/amd64", "v2", vec![layer("a", "indexed")]),
+            ],
+        );
+        target.platforms[0].config = "sha256:other".into();
+        match compare(&source, &target, &[], "d", "v2") {
+            TargetCheck::Bound { platforms, .. } => {
+                assert_eq!(platforms[0].platform, "linux/amd64")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn the_binding_must_be_the_kind_the_spec_asks_for() {
         let source = report(
@@ -438,14 +597,18 @@ mod tests {
         ));
     }
 
+    const SRC: &str = "sha256:5555555555555555555555555555555555555555555555555555555555555555";
+    const TGT: &str = "sha256:7777777777777777777777777777777777777777777777777777777777777777";
+    const OLD: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
     fn verified_status(image: &str, target: &str) -> ImageStatus {
         ImageStatus {
             name: "web".into(),
             image: image.into(),
-            source_digest: Some("sha256:src".into()),
+            source_digest: Some(SRC.into()),
             target: Some(target.into()),
-            target_digest: Some("sha256:tgt".into()),
-            deploy: Some(format!("{target}@sha256:tgt")),
+            target_digest: Some(TGT.into()),
+            deploy: Some(format!("{target}@{TGT}")),
             platforms: vec![PlatformStatus {
                 platform: "linux/amd64".into(),
                 soci_index_digest: Some("sha256:idx".into()),
@@ -474,20 +637,20 @@ mod tests {
             .expect("the source tag is asked");
         assert_eq!(
             (source.to_string().as_str(), want.as_str()),
-            ("reg:5000/app:v1", "sha256:src")
+            ("reg:5000/app:v1", SRC)
         );
         let (target, want) = &settled.target_tag;
         assert_eq!(
             (target.to_string().as_str(), want.as_str()),
-            ("reg:5000/app:v1-soci", "sha256:tgt")
+            ("reg:5000/app:v1-soci", TGT)
         );
         let resolved = settled.observation.resolved.as_ref().unwrap();
-        assert_eq!(resolved.source, "reg:5000/app@sha256:src");
-        assert_eq!(resolved.digest, "sha256:src");
+        assert_eq!(resolved.source, format!("reg:5000/app@{SRC}"));
+        assert_eq!(resolved.digest, SRC);
         assert_eq!(
             settled.observation.target,
             Some(Ok(TargetCheck::Bound {
-                digest: "sha256:tgt".into(),
+                digest: TGT.into(),
                 platforms: before.platforms.clone(),
             }))
         );
@@ -507,7 +670,7 @@ mod tests {
         assert!(settled.source_tag.is_none());
         // Another pin than the one verified is a new build, not a recheck.
         let mut moved = before.clone();
-        moved.source_digest = Some("sha256:old".into());
+        moved.source_digest = Some(OLD.into());
         assert!(settled_image("web", pinned, None, &moved).is_none());
 
         let in_place = TargetSpec {
@@ -518,12 +681,9 @@ mod tests {
         let settled =
             settled_image("web", "reg:5000/app:v1", Some(&in_place), &before).expect("settled");
         assert!(settled.source_tag.is_none());
-        assert_eq!(settled.target_tag.1, "sha256:tgt");
+        assert_eq!(settled.target_tag.1, TGT);
         // The tag resolves to what we pushed, as the full check would see it.
-        assert_eq!(
-            settled.observation.resolved.as_ref().unwrap().digest,
-            "sha256:tgt"
-        );
+        assert_eq!(settled.observation.resolved.as_ref().unwrap().digest, TGT);
     }
 
     #[test]
@@ -562,6 +722,45 @@ mod tests {
     }
 
     #[test]
+    fn digests_in_a_status_that_are_not_digests_take_the_full_check() {
+        let image = "reg:5000/app:v1";
+        let upper = format!("sha256:{}", "A".repeat(64));
+        for bad in [
+            "latest",
+            "sha256:../../../v2/other/manifests/x",
+            upper.as_str(),
+        ] {
+            let mut status = verified_status(image, "reg:5000/app:v1-soci");
+            status.target_digest = Some(bad.into());
+            assert!(
+                settled_image("web", image, None, &status).is_none(),
+                "{bad}"
+            );
+            let mut status = verified_status(image, "reg:5000/app:v1-soci");
+            status.source_digest = Some(bad.into());
+            assert!(
+                settled_image("web", image, None, &status).is_none(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn failure_messages_lose_url_queries_and_are_bounded() {
+        let error: anyhow::Error = RegistryError::transient(
+            "GET blob sha256:x in r/a",
+            "error sending request for url (https://bucket.s3.example/x?X-Amz-Signature=abc&X-Amz-Security-Token=tok)",
+        )
+        .into();
+        let error = error.context(format!("reading layer, then {}", "z".repeat(100_000)));
+        let failure = failure_of(&error);
+        assert!(!failure.message.contains("X-Amz"), "{}", failure.message);
+        assert!(!failure.message.contains("tok"), "{}", failure.message);
+        assert!(failure.message.chars().count() <= limits::MESSAGE_CHARS + 10);
+        assert_eq!(failure.class, super::super::plan::FailureClass::Transient);
+    }
+
+    #[test]
     fn registry_errors_map_to_reasons_and_classes() {
         let not_found: anyhow::Error =
             RegistryError::permanent(PermanentCause::NotFound, "GET x", "404").into();
@@ -578,3 +777,7 @@ mod tests {
 #[cfg(test)]
 #[path = "settled_registry_tests.rs"]
 mod registry_tests;
+
+#[cfg(test)]
+#[path = "check_hostile_tests.rs"]
+mod hostile_tests;

@@ -3,7 +3,7 @@
 //! read back into a [`JobState`].
 
 use super::plan::{BuildRequest, Failure, FailureClass, JobState, ObservedJob, reason};
-use crate::api::{IndexVersion, SociIndex};
+use crate::api::{IndexVersion, SociIndex, SociIndexSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, KeyToPath, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -29,6 +29,8 @@ pub const DEFAULT_BACKOFF_LIMIT: i32 = 1;
 pub const TTL_AFTER_FINISHED_SECONDS: i32 = 3600;
 const RESULT_PATH: &str = "/dev/termination-log";
 const REGISTRY_CONFIG_DIR: &str = "/var/run/soci/registry";
+/// `DOCKER_CONFIG` of an anonymous worker: a directory that holds no `config.json`.
+pub const ANONYMOUS_DOCKER_CONFIG: &str = "/var/run/soci/anonymous";
 /// Not root, and the conventional "nonroot" id of distroless images.
 const WORKER_UID: i64 = 65532;
 
@@ -68,6 +70,104 @@ pub struct WorkerOptions {
     /// the controller refuses (also for hosts a registry points it to).
     pub allowed_registries: Vec<String>,
     pub denied_registries: Vec<String>,
+    /// Where spec fields may change what a worker Pod is, and where the operator's own
+    /// credentials serve.
+    pub tenants: TenantPolicy,
+}
+
+/// Namespaces named by a flag: none (the default), some, or every one (`*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NamespaceSet {
+    #[default]
+    None,
+    Some(std::collections::BTreeSet<String>),
+    All,
+}
+
+impl NamespaceSet {
+    /// The flag's values: namespace names, or `*` for every namespace.
+    pub fn from_values(values: &[String]) -> Self {
+        if values.iter().any(|v| v == "*") {
+            return Self::All;
+        }
+        let names: std::collections::BTreeSet<String> = values
+            .iter()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if names.is_empty() {
+            Self::None
+        } else {
+            Self::Some(names)
+        }
+    }
+
+    pub fn contains(&self, namespace: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::Some(names) => names.contains(namespace),
+            Self::All => true,
+        }
+    }
+}
+
+/// What the admin lets a tenant's spec decide. Creating a SociIndex must give no more power
+/// than the tenant had: a spec-given ServiceAccount would run the worker with that account's
+/// rights and token, node selectors and tolerations would place it on nodes kept for others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantPolicy {
+    /// `--allow-spec-service-account`: where `spec.credentials.serviceAccountName` is honoured.
+    pub service_account: NamespaceSet,
+    /// `--allow-spec-scheduling`: where `spec.job.nodeSelector` and `spec.job.tolerations` are.
+    pub scheduling: NamespaceSet,
+    /// `--operator-credentials-namespaces`: where a SociIndex without `secretRefs` uses the
+    /// operator's own `--registry-config` (elsewhere it is anonymous).
+    pub operator_credentials: NamespaceSet,
+}
+
+/// Whether the spec asks only for what the admin allows in `namespace`; otherwise every image
+/// stalls with `SpecNotAllowed` (nothing is looked up, no Job is made).
+pub fn admit(namespace: &str, spec: &SociIndexSpec, policy: &TenantPolicy) -> Result<(), Failure> {
+    let refused = |field: &str, flag: &str, value: &str| {
+        Failure::permanent(
+            reason::SPEC_NOT_ALLOWED,
+            format!(
+                "{field} {value} is not allowed in namespace {namespace}: the operator honours it only in the namespaces {flag} names; remove it, or ask the cluster admin"
+            ),
+        )
+    };
+    if let Some(account) = spec
+        .credentials
+        .as_ref()
+        .and_then(|c| c.service_account_name.as_deref())
+        && !policy.service_account.contains(namespace)
+    {
+        return Err(refused(
+            "spec.credentials.serviceAccountName",
+            "--allow-spec-service-account",
+            &format!("{account:?}"),
+        ));
+    }
+    if let Some(job) = &spec.job
+        && !policy.scheduling.contains(namespace)
+    {
+        if !job.node_selector.is_empty() {
+            let keys: Vec<&str> = job.node_selector.keys().map(String::as_str).collect();
+            return Err(refused(
+                "spec.job.nodeSelector",
+                "--allow-spec-scheduling",
+                &format!("({})", keys.join(", ")),
+            ));
+        }
+        if !job.tolerations.is_empty() {
+            return Err(refused(
+                "spec.job.tolerations",
+                "--allow-spec-scheduling",
+                &format!("({} given)", job.tolerations.len()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The worker's report, written as JSON to its termination message (at most 4 KiB).
@@ -122,6 +222,9 @@ pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOpti
             IndexVersion::V2 => "v2".into(),
         },
     ];
+    if spec.target.as_ref().and_then(|t| t.in_place) == Some(true) {
+        args.push("--in-place".into());
+    }
     for p in &settings.platforms {
         args.extend(["--platform".into(), p.clone()]);
     }
@@ -189,16 +292,36 @@ pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOpti
     let mut pod_annotations = options.pod.annotations.clone();
     pod_annotations.extend(annotations.clone());
 
+    // What the spec may add is checked by `admit` before any build is planned; checked again
+    // here, so that a Job never carries what the admin did not allow.
+    let namespace = owner.metadata.namespace.as_deref().unwrap_or_default();
+    let policy = &options.tenants;
     let mut node_selector = options.pod.node_selector.clone();
-    node_selector.extend(job_settings.node_selector.clone());
     let mut tolerations = options.pod.tolerations.clone();
-    tolerations.extend(job_settings.tolerations.clone());
+    if policy.scheduling.contains(namespace) {
+        node_selector.extend(job_settings.node_selector.clone());
+        tolerations.extend(job_settings.tolerations.clone());
+    }
+    // No Secrets of its own and not a namespace the operator's credentials serve: anonymous.
+    // A DOCKER_CONFIG that holds no config.json keeps the worker off any default docker config
+    // (and off one the worker Pod config would point every worker at).
+    let anonymous =
+        credentials.secret_refs.is_empty() && !policy.operator_credentials.contains(namespace);
+    let mut env = options.pod.env.clone();
+    if anonymous {
+        env.retain(|e| e.name != "DOCKER_CONFIG");
+        env.push(EnvVar {
+            name: "DOCKER_CONFIG".into(),
+            value: Some(ANONYMOUS_DOCKER_CONFIG.into()),
+            ..Default::default()
+        });
+    }
 
     let container = Container {
         name: "build".into(),
         image: Some(options.image.clone()),
         args: Some(args),
-        env: (!options.pod.env.is_empty()).then(|| options.pod.env.clone()),
+        env: (!env.is_empty()).then_some(env),
         resources: job_settings.resources.clone(),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
         termination_message_path: Some(RESULT_PATH.into()),
@@ -221,7 +344,10 @@ pub fn build_job(owner: &SociIndex, request: &BuildRequest, options: &WorkerOpti
         }),
         ..Default::default()
     };
-    let service_account = credentials.service_account_name.clone();
+    let service_account = credentials
+        .service_account_name
+        .clone()
+        .filter(|_| policy.service_account.contains(namespace));
     let pod_spec = PodSpec {
         restart_policy: Some("Never".into()),
         // No API access unless a ServiceAccount was asked for (its token is workload identity).
@@ -441,6 +567,7 @@ mod tests {
             insecure_registries: vec!["reg".into()],
             allowed_registries: vec!["*.corp.example".into()],
             denied_registries: vec!["bad.corp.example".into()],
+            tenants: TenantPolicy::default(),
         };
         let job = build_job(&owner(), &request(), &options);
         let meta = &job.metadata;
@@ -487,6 +614,26 @@ mod tests {
         assert_eq!(c.env.as_ref().unwrap()[0].name, "KUBERNETES_SERVICE_HOST");
     }
 
+    /// An in-place target tells the worker to re-check the tag before rewriting it.
+    #[test]
+    fn an_in_place_target_makes_the_worker_recheck_its_tag() {
+        let args = |o: &SociIndex| {
+            let job = build_job(o, &request(), &WorkerOptions::default());
+            job.spec.unwrap().template.spec.unwrap().containers[0]
+                .args
+                .clone()
+                .unwrap()
+        };
+        let in_place = "--in-place".to_string();
+        assert!(!args(&owner()).contains(&in_place));
+        let mut o = owner();
+        o.spec.target = Some(crate::api::TargetSpec {
+            in_place: Some(true),
+            ..Default::default()
+        });
+        assert!(args(&o).contains(&in_place));
+    }
+
     #[test]
     fn a_service_account_and_a_secret_reach_the_worker() {
         let mut o = owner();
@@ -501,7 +648,14 @@ mod tests {
             ],
             service_account_name: Some("builder".into()),
         });
-        let job = build_job(&o, &request(), &WorkerOptions::default());
+        let allowed = WorkerOptions {
+            tenants: TenantPolicy {
+                service_account: NamespaceSet::from_values(&["team".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let job = build_job(&o, &request(), &allowed);
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.automount_service_account_token, Some(true));
         assert_eq!(pod.service_account_name.as_deref(), Some("builder"));
@@ -574,5 +728,222 @@ mod tests {
             serde_yaml::from_str("hostNetwork: true\nenv: [{name: A, value: b}]\n").unwrap();
         assert_eq!(ok.host_network, Some(true));
         assert!(serde_yaml::from_str::<WorkerPodConfig>("hostNetwrok: true\n").is_err());
+    }
+
+    fn with_service_account(o: &mut SociIndex) {
+        o.spec.credentials = Some(crate::api::Credentials {
+            secret_refs: vec![],
+            service_account_name: Some("cluster-admin-ish".into()),
+        });
+    }
+
+    fn with_scheduling(o: &mut SociIndex, selector: bool, tolerations: bool) {
+        let job = o.spec.job.get_or_insert_with(Default::default);
+        if selector {
+            job.node_selector = [(
+                "node-role.kubernetes.io/control-plane".to_string(),
+                String::new(),
+            )]
+            .into();
+        }
+        if tolerations {
+            job.tolerations = vec![Toleration {
+                key: Some("node-role.kubernetes.io/control-plane".into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            }];
+        }
+    }
+
+    #[test]
+    fn spec_fields_that_change_what_a_worker_pod_can_be_need_the_admins_leave() {
+        let deny = TenantPolicy::default();
+        type Case = (&'static str, fn(&mut SociIndex), &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                "serviceAccountName",
+                with_service_account,
+                "--allow-spec-service-account",
+            ),
+            (
+                "nodeSelector",
+                |o| with_scheduling(o, true, false),
+                "--allow-spec-scheduling",
+            ),
+            (
+                "tolerations",
+                |o| with_scheduling(o, false, true),
+                "--allow-spec-scheduling",
+            ),
+        ];
+        for (what, set, flag) in cases {
+            let mut o = owner();
+            set(&mut o);
+            let refused = admit("team", &o.spec, &deny).expect_err(what);
+            assert_eq!(
+                (refused.class, refused.reason.as_str()),
+                (FailureClass::Permanent, reason::SPEC_NOT_ALLOWED),
+                "{what}"
+            );
+            assert!(refused.message.contains(what), "{}", refused.message);
+            assert!(refused.message.contains(flag), "{}", refused.message);
+            assert!(
+                refused.message.contains("namespace team"),
+                "{}",
+                refused.message
+            );
+            // Allowed for this namespace, or for every one.
+            let allow = |names: &[&str]| {
+                let set = NamespaceSet::from_values(
+                    &names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                );
+                TenantPolicy {
+                    service_account: set.clone(),
+                    scheduling: set,
+                    ..Default::default()
+                }
+            };
+            assert!(admit("team", &o.spec, &allow(&["team"])).is_ok(), "{what}");
+            assert!(admit("team", &o.spec, &allow(&["*"])).is_ok(), "{what}");
+            assert!(
+                admit("team", &o.spec, &allow(&["other"])).is_err(),
+                "{what}"
+            );
+        }
+        // Resources and deadlines are the tenant's own quota's business: always accepted.
+        assert!(admit("team", &owner().spec, &deny).is_ok());
+    }
+
+    #[test]
+    fn a_worker_job_never_carries_what_the_admin_did_not_allow() {
+        let mut o = owner();
+        with_service_account(&mut o);
+        with_scheduling(&mut o, true, true);
+        let options = WorkerOptions {
+            pod: WorkerPodConfig {
+                node_selector: [("pool".to_string(), "build".to_string())].into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let pod = build_job(&o, &request(), &options)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.service_account_name, None);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        // The admin's own worker Pod config still applies; the spec's additions do not.
+        assert_eq!(
+            pod.node_selector,
+            Some([("pool".to_string(), "build".to_string())].into())
+        );
+        assert_eq!(pod.tolerations, None);
+
+        let allowed = WorkerOptions {
+            tenants: TenantPolicy {
+                service_account: NamespaceSet::All,
+                scheduling: NamespaceSet::All,
+                ..Default::default()
+            },
+            ..options
+        };
+        let pod = build_job(&o, &request(), &allowed)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("cluster-admin-ish")
+        );
+        assert_eq!(pod.node_selector.unwrap().len(), 2);
+        assert_eq!(pod.tolerations.unwrap().len(), 1);
+    }
+
+    fn docker_config(job: &Job) -> Vec<Option<String>> {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == "DOCKER_CONFIG")
+            .map(|e| e.value.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_worker_without_secrets_is_anonymous_unless_its_namespace_may_use_the_operators() {
+        // The admin's worker Pod config points every worker at a config of its own.
+        let options = WorkerOptions {
+            pod: WorkerPodConfig {
+                env: vec![EnvVar {
+                    name: "DOCKER_CONFIG".into(),
+                    value: Some("/etc/operator-docker".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let anonymous = build_job(&owner(), &request(), &options);
+        assert_eq!(
+            docker_config(&anonymous),
+            [Some(ANONYMOUS_DOCKER_CONFIG.to_string())]
+        );
+        let args = anonymous
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(!args.iter().any(|a| a == "--registry-config"), "{args:?}");
+
+        let trusted = WorkerOptions {
+            tenants: TenantPolicy {
+                operator_credentials: NamespaceSet::from_values(&["team".into()]),
+                ..Default::default()
+            },
+            ..options.clone()
+        };
+        assert_eq!(
+            docker_config(&build_job(&owner(), &request(), &trusted)),
+            [Some("/etc/operator-docker".to_string())]
+        );
+
+        let mut with_secret = owner();
+        with_secret.spec.credentials = Some(crate::api::Credentials {
+            secret_refs: vec![crate::api::SecretRef {
+                name: "pull".into(),
+            }],
+            service_account_name: None,
+        });
+        assert_eq!(
+            docker_config(&build_job(&with_secret, &request(), &options)),
+            [Some("/etc/operator-docker".to_string())],
+            "its own Secrets come first (--registry-config); the admin's config stays as configured"
+        );
+    }
+
+    #[test]
+    fn namespace_sets_from_flag_values() {
+        assert_eq!(NamespaceSet::from_values(&[]), NamespaceSet::None);
+        assert!(!NamespaceSet::None.contains("team"));
+        let some = NamespaceSet::from_values(&["a".into(), " b ".into(), "".into()]);
+        assert!(some.contains("a") && some.contains("b") && !some.contains("c"));
+        assert_eq!(
+            NamespaceSet::from_values(&["a".into(), "*".into()]),
+            NamespaceSet::All
+        );
+        assert!(NamespaceSet::All.contains("anything"));
     }
 }

@@ -139,6 +139,10 @@ pub enum PutOutcome {
 pub trait ImageSink: Sync {
     fn describe(&self) -> String;
 
+    /// The source root the conversion read (before anything is written), for sinks that
+    /// re-check it before their commit.
+    fn starts_from(&mut self, _source_root: &Descriptor) {}
+
     fn put_blob(
         &self,
         desc: &Descriptor,

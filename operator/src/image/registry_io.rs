@@ -216,6 +216,11 @@ pub struct RegistrySink {
     client: Arc<RegistryClient>,
     reference: RegistryRef,
     tag: String,
+    /// The tag is the source's own (an in-place target): rewrite it only if it still names
+    /// the image the conversion started from.
+    in_place: bool,
+    /// The digest of the source root the conversion started from.
+    source_digest: Option<String>,
 }
 
 impl RegistrySink {
@@ -230,7 +235,42 @@ impl RegistrySink {
             client,
             reference,
             tag,
+            in_place: false,
+            source_digest: None,
         })
+    }
+
+    /// The destination tag is the source's own tag: right before it is written, it must
+    /// still name the source digest the conversion started from, or nothing is tagged (an
+    /// image pushed to the tag meanwhile is not overwritten).
+    pub fn in_place(mut self) -> Self {
+        self.in_place = true;
+        self
+    }
+
+    /// Refuses to tag when an in-place tag no longer names `source_digest`.
+    async fn check_in_place_tag(&self) -> Result<()> {
+        if !self.in_place {
+            return Ok(());
+        }
+        let Some(expected) = &self.source_digest else {
+            bail!(
+                "in-place target {}: the source digest the conversion started from is unknown; not tagging",
+                self.reference
+            );
+        };
+        let current = self
+            .client
+            .manifest_digest(&self.reference, &self.tag)
+            .await?;
+        if current.as_deref() != Some(expected.as_str()) {
+            bail!(
+                "in-place target {}: the tag now names {}, not the source {expected} this conversion started from (pushed to meanwhile?); not overwriting it",
+                self.reference,
+                current.as_deref().unwrap_or("nothing")
+            );
+        }
+        Ok(())
     }
 }
 
@@ -248,6 +288,10 @@ impl RegistrySink {
 impl ImageSink for RegistrySink {
     fn describe(&self) -> String {
         self.reference.to_string()
+    }
+
+    fn starts_from(&mut self, source_root: &Descriptor) {
+        self.source_digest = Some(source_root.digest.clone());
     }
 
     async fn put_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<PutOutcome> {
@@ -333,9 +377,131 @@ impl ImageSink for RegistrySink {
                 .add_referrers(&self.reference, subject, referrers)
                 .await?;
         }
+        // As late as it can be: a push to the tag after this HEAD still races the PUT, but
+        // the window is one round trip instead of the whole build.
+        self.check_in_place_tag().await?;
         self.client
             .put_manifest(&self.reference, &self.tag, &root.media_type, bytes)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::cleanup::registry_tests::{client, push_case, runtime};
+    use crate::conversion::{ConvertSettings, convert};
+    use soci_format::convert::{IndexVersion, PlatformSelection};
+    use soci_format::layer_indexer::IndexerLimits;
+    use soci_testkit::registry::{LocalRegistry, RegistryHttp, registry_or_skip};
+
+    fn settings() -> ConvertSettings {
+        ConvertSettings {
+            platforms: PlatformSelection::All,
+            span_size: 1 << 16,
+            min_layer_size: 0,
+            index_version: IndexVersion::V2,
+            jobs: 2,
+            limits: IndexerLimits::default(),
+            optimize_xattrs: false,
+            progress: crate::progress::Progress::lines(),
+        }
+    }
+
+    fn tagged(http: &RegistryHttp, repo: &str, tag: &str) -> String {
+        let graph = http.pull_graph(repo, tag).unwrap();
+        graph.root["digest"].as_str().unwrap().to_string()
+    }
+
+    /// The worker's case: the controller pinned the source tag's digest, and an image was
+    /// pushed to the tag before the in-place build came to write it. The push is kept.
+    #[test]
+    fn an_in_place_tag_pushed_to_during_the_build_is_not_overwritten() {
+        if registry_or_skip("an_in_place_tag_pushed_to_during_the_build_is_not_overwritten")
+            .is_none()
+        {
+            return;
+        }
+        let registry = LocalRegistry::start().unwrap();
+        let http = registry.client();
+        push_case(&http, "multiarch-all-platforms", "race", "v1");
+        let started_from = tagged(&http, "race", "v1");
+        push_case(&http, "docker-moby-modes-whiteouts", "race", "v1");
+        let theirs = tagged(&http, "race", "v1");
+        assert_ne!(theirs, started_from);
+
+        let client = client();
+        let rt = runtime();
+        let host = registry.host();
+        let source = RegistryRef::parse(&format!("{host}/race@{started_from}")).unwrap();
+        let target = RegistryRef::parse(&format!("{host}/race:v1")).unwrap();
+        let sink = RegistrySink::new(client.clone(), target.clone())
+            .unwrap()
+            .in_place();
+        let e = rt
+            .block_on(convert(
+                &RegistrySource::new(client.clone(), source.clone()),
+                sink,
+                &settings(),
+            ))
+            .unwrap_err();
+        let message = format!("{e:#}");
+        assert!(
+            message.contains(&format!(
+                "in-place target {target}: the tag now names {theirs}, not the source {started_from} this conversion started from"
+            )),
+            "{message}"
+        );
+        assert_eq!(tagged(&http, "race", "v1"), theirs, "the push was kept");
+
+        // Not in place (a tag of its own): the same build writes the tag.
+        let sink = RegistrySink::new(client.clone(), target.clone()).unwrap();
+        let report = rt
+            .block_on(convert(
+                &RegistrySource::new(client.clone(), source),
+                sink,
+                &settings(),
+            ))
+            .unwrap();
+        assert_eq!(tagged(&http, "race", "v1"), report.image_index.digest);
+    }
+
+    /// In place with nothing pushed meanwhile (`convert repo:tag repo:tag`): the tag is
+    /// rewritten.
+    #[test]
+    fn an_in_place_tag_that_still_names_the_source_is_rewritten() {
+        if registry_or_skip("an_in_place_tag_that_still_names_the_source_is_rewritten").is_none() {
+            return;
+        }
+        let registry = LocalRegistry::start().unwrap();
+        let http = registry.client();
+        push_case(&http, "multiarch-all-platforms", "same", "v1");
+        let started_from = tagged(&http, "same", "v1");
+        let client = client();
+        let rt = runtime();
+        let target = RegistryRef::parse(&format!("{}/same:v1", registry.host())).unwrap();
+        let sink = RegistrySink::new(client.clone(), target.clone())
+            .unwrap()
+            .in_place();
+        let report = rt
+            .block_on(convert(
+                &RegistrySource::new(client.clone(), target.clone()),
+                sink,
+                &settings(),
+            ))
+            .unwrap();
+        assert_ne!(report.image_index.digest, started_from);
+        assert_eq!(tagged(&http, "same", "v1"), report.image_index.digest);
+
+        // A sink told in place but never told where the conversion started refuses.
+        let sink = RegistrySink::new(client.clone(), target)
+            .unwrap()
+            .in_place();
+        let e = rt.block_on(sink.check_in_place_tag()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is unknown; not tagging"),
+            "{e:#}"
+        );
     }
 }

@@ -2,9 +2,12 @@
 //! `Range`), cross-repository mounts, and uploads (monolithic when small, chunked otherwise,
 //! so memory stays at one chunk whatever the blob size).
 
+use super::client::RetryBudget;
 use super::client::{Access, RegistryClient, expect_status};
+use super::digest::check_digest;
 use super::error::{PermanentCause, RegistryError, RegistryResult};
-use super::manifests::{MAX_JSON_BYTES, header_text, read_limited};
+use super::limits::{self, read_body};
+use super::manifests::header_text;
 use super::reference::RegistryRef;
 use crate::image::BlobReader;
 use bytes::{Bytes, BytesMut};
@@ -21,8 +24,8 @@ impl RegistryClient {
     /// HEAD a blob: its size when the repository has it.
     pub async fn blob_size(&self, repo: &RegistryRef, digest: &str) -> RegistryResult<Option<u64>> {
         let what = format!("HEAD blob {digest} in {}", repo.repository_display());
-        let url = self.url(repo, &format!("blobs/{digest}"));
-        self.retrying(|| async {
+        let url = self.blob_url(&what, repo, digest)?;
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Pull, |c| c.head(&url))
                 .await?;
@@ -43,8 +46,8 @@ impl RegistryClient {
     /// `false` when it was already gone.
     pub async fn delete_blob(&self, repo: &RegistryRef, digest: &str) -> RegistryResult<bool> {
         let what = format!("DELETE blob {digest} in {}", repo.repository_display());
-        let url = self.url(repo, &format!("blobs/{digest}"));
-        self.retrying(|| async {
+        let url = self.blob_url(&what, repo, digest)?;
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Push, |c| c.delete(&url))
                 .await?;
@@ -60,8 +63,8 @@ impl RegistryClient {
         digest: &str,
     ) -> RegistryResult<Option<Vec<u8>>> {
         let what = format!("GET blob {digest} in {}", repo.repository_display());
-        let url = self.url(repo, &format!("blobs/{digest}"));
-        self.retrying(|| async {
+        let url = self.blob_url(&what, repo, digest)?;
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Pull, |c| c.get(&url))
                 .await?;
@@ -69,7 +72,7 @@ impl RegistryClient {
                 return Ok(None);
             }
             let response = expect_status(&what, response, &[200]).await?;
-            let bytes = read_limited(&what, response, MAX_JSON_BYTES).await?;
+            let (bytes, _memory) = read_body(&what, response, limits::CONFIG).await?;
             let actual = soci_format::oci::sha256_digest(&bytes);
             if actual != digest {
                 return Err(RegistryError::permanent(
@@ -96,13 +99,14 @@ impl RegistryClient {
             from.repository_display(),
             repo.repository_display()
         );
+        check_digest(&what, digest)?;
         let base = self.url(repo, "blobs/uploads/");
         let mut url = reqwest::Url::parse(&base)
             .map_err(|e| RegistryError::permanent(PermanentCause::Invalid, &what, e.to_string()))?;
         url.query_pairs_mut()
             .append_pair("mount", digest)
             .append_pair("from", &from.repository);
-        self.retrying(|| async {
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Push, |c| c.post(url.clone()))
                 .await?;
@@ -168,6 +172,7 @@ impl RegistryClient {
             desc.digest,
             repo.repository_display()
         );
+        check_digest(&what, &desc.digest)?;
         let start_url = reqwest::Url::parse(&self.url(repo, "blobs/uploads/"))?;
         let response = self
             .send(&what, repo, Access::Push, |c| c.post(start_url.clone()))
@@ -266,7 +271,9 @@ fn upload_location(
 /// A blob read from a registry in chunks as they arrive. A dropped or stalled connection, or a
 /// body that ends early, is resumed from the next byte with `Range` (or, if the registry
 /// ignores `Range`, by skipping what we already have). Gives up after `max_retries`
-/// consecutive failures without progress. Digest checking is the caller's (see
+/// consecutive failures without progress, or when the whole read (resumes and waits included)
+/// passes the deadline its size allows ([`super::RetryPolicy::stream_deadline`]), so a
+/// registry dripping bytes cannot hold it. Digest checking is the caller's (see
 /// `image::VerifiedReader`).
 pub struct RegistryBlobReader {
     client: Arc<RegistryClient>,
@@ -277,7 +284,8 @@ pub struct RegistryBlobReader {
     /// Bytes still to drop from a 200 answer to a ranged request.
     skip: u64,
     response: Option<reqwest::Response>,
-    failures: u32,
+    /// Set when the first request is sent.
+    budget: Option<RetryBudget>,
     done: bool,
 }
 
@@ -291,7 +299,7 @@ impl RegistryBlobReader {
             received: 0,
             skip: 0,
             response: None,
-            failures: 0,
+            budget: None,
             done: false,
         }
     }
@@ -304,23 +312,36 @@ impl RegistryBlobReader {
         )
     }
 
+    fn budget(&mut self) -> &mut RetryBudget {
+        let policy = self.client.retry_policy();
+        let deadline = policy.stream_deadline(self.size);
+        self.budget
+            .get_or_insert_with(|| RetryBudget::new(policy, deadline))
+    }
+
     async fn open(&mut self) -> RegistryResult<()> {
         let what = self.what();
-        let url = self
-            .client
-            .url(&self.repo, &format!("blobs/{}", self.digest));
+        let url = self.client.blob_url(&what, &self.repo, &self.digest)?;
         let offset = self.received;
-        let response = self
-            .client
-            .send(&what, &self.repo, Access::Pull, |c| {
-                let r = c.get(&url);
-                if offset > 0 {
-                    r.header(RANGE, format!("bytes={offset}-"))
-                } else {
-                    r
-                }
-            })
-            .await?;
+        let deadline = self.budget().deadline();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(self.too_slow());
+        }
+        // The stream's own deadline, not the per-request one (a large blob takes long), also
+        // around the authentication `send` may do first.
+        let sent = self.client.send(&what, &self.repo, Access::Pull, |c| {
+            let r = c.get(&url).timeout(left);
+            if offset > 0 {
+                r.header(RANGE, format!("bytes={offset}-"))
+            } else {
+                r
+            }
+        });
+        let response = match tokio::time::timeout_at(deadline, sent).await {
+            Ok(response) => response?,
+            Err(_) => return Err(self.too_slow()),
+        };
         let response = expect_status(&what, response, &[200, 206]).await?;
         self.skip = 0;
         if offset > 0 {
@@ -335,7 +356,10 @@ impl RegistryBlobReader {
                 if start != Some(offset) {
                     return Err(RegistryError::transient(
                         &what,
-                        format!("asked for bytes from {offset}, got range {range:?}"),
+                        format!(
+                            "asked for bytes from {offset}, got range {:?}",
+                            limits::cut(&range, 100)
+                        ),
                     ));
                 }
             }
@@ -344,21 +368,40 @@ impl RegistryBlobReader {
         Ok(())
     }
 
-    /// Counts a failure; `Err` when it is permanent or the retries are spent.
-    async fn failed(&mut self, error: RegistryError) -> RegistryResult<()> {
+    fn too_slow(&self) -> RegistryError {
+        let (received, size) = (self.received, self.size);
+        let budget = self
+            .budget
+            .as_ref()
+            .map(RetryBudget::budget)
+            .unwrap_or_default();
+        RegistryError::transient(
+            self.what(),
+            format!(
+                "{received} of {size} bytes after {:.1}s, the most a blob of this size may take: the registry is too slow",
+                budget.as_secs_f64()
+            ),
+        )
+    }
+
+    /// Counts a failure; `Err` when it is permanent, the retries are spent or the deadline
+    /// has passed.
+    async fn failed(&mut self, mut error: RegistryError) -> RegistryResult<()> {
         self.response = None;
-        let policy = self.client.retry_policy();
-        if !error.is_transient() || self.failures >= policy.max_retries {
+        if error.is_transient() && tokio::time::Instant::now() >= self.budget().deadline() {
+            let slow = self.too_slow();
+            error.cause = format!("{} ({})", error.cause, slow.cause);
             return Err(error);
         }
-        let delay = policy.delay(self.failures, error.retry_after);
+        let Some(delay) = self.budget().next_delay(&mut error) else {
+            return Err(error);
+        };
         eprintln!(
             "resuming at byte {} in {:.1}s: {error}",
             self.received,
             delay.as_secs_f64()
         );
         tokio::time::sleep(delay).await;
-        self.failures += 1;
         Ok(())
     }
 
@@ -385,7 +428,7 @@ impl RegistryBlobReader {
                         }
                     }
                     self.received += chunk.len() as u64;
-                    self.failures = 0;
+                    self.budget().progressed();
                     if self.received > self.size {
                         return Err(RegistryError::permanent(
                             PermanentCause::DigestMismatch,

@@ -13,6 +13,7 @@
 use super::address_policy::{AddressPolicy, FilteringResolver, Refused, refusal_in};
 use super::auth::{CredentialStore, RegistryAuth};
 use super::error::{PermanentCause, RegistryError, RegistryResult};
+use super::limits::read_error_body;
 use super::reference::{RegistryRef, is_loopback_host};
 use super::token;
 use anyhow::{Context, Result};
@@ -38,13 +39,29 @@ pub static REQUESTS: std::sync::LazyLock<prometheus::IntCounterVec> =
         .expect("valid metric")
     });
 
-/// How hard to try before a transient failure becomes the command's failure (exit code 3).
+/// How hard to try before a transient failure becomes the command's failure (exit code 3), and
+/// how long a registry may hold us: per request, per operation, in `Retry-After` waits.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: fail at once).
     pub max_retries: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// One request from connecting to the end of its body (a registry sending a byte just
+    /// before every read timeout is cut here). Blob streams get a deadline from their size
+    /// instead ([`RetryPolicy::stream_deadline`]).
+    pub request_timeout: Duration,
+    /// One operation (a manifest GET, a HEAD, a page of tags): every attempt and every wait
+    /// between attempts together.
+    pub operation_budget: Duration,
+    /// One `Retry-After` is honoured up to this much...
+    pub max_retry_after: Duration,
+    /// ...and the `Retry-After` waits of one operation together up to this much; beyond it we
+    /// fail (transient) and let the controller come back later.
+    pub max_retry_after_total: Duration,
+    /// Slowest average rate (bytes per second) a blob stream may have: its deadline is
+    /// `request_timeout + size / min_stream_rate`, resumes included.
+    pub min_stream_rate: u64,
 }
 
 impl Default for RetryPolicy {
@@ -53,13 +70,14 @@ impl Default for RetryPolicy {
             max_retries: 5,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            operation_budget: Duration::from_secs(180),
+            max_retry_after: Duration::from_secs(30),
+            max_retry_after_total: Duration::from_secs(60),
+            min_stream_rate: 256 << 10,
         }
     }
 }
-
-/// A server's `Retry-After` is honoured up to this much; beyond it we would rather fail
-/// (transient) and let the controller come back later.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl RetryPolicy {
     /// Capped exponential backoff with ±25% jitter (so parallel layer streams that failed
@@ -76,9 +94,98 @@ impl RetryPolicy {
         let jitter = 0.75 + (nanos % 1000) as f64 / 2000.0;
         let backoff = exp.mul_f64(jitter);
         match retry_after {
-            Some(r) => r.min(MAX_RETRY_AFTER).max(backoff),
+            Some(r) => r.min(self.max_retry_after).max(backoff),
             None => backoff,
         }
+    }
+
+    /// How long a stream of `size` bytes may take, all its resumes included.
+    pub fn stream_deadline(&self, size: u64) -> Duration {
+        let rate = self.min_stream_rate.max(1);
+        let secs = size / rate;
+        self.request_timeout
+            .saturating_add(Duration::from_secs(secs))
+            .saturating_add(Duration::from_millis((size % rate) * 1000 / rate))
+    }
+}
+
+/// One operation's retries: how many failed, what was waited, and when it must end.
+#[derive(Debug)]
+pub struct RetryBudget {
+    policy: RetryPolicy,
+    budget: Duration,
+    deadline: tokio::time::Instant,
+    failures: u32,
+    waited_for_server: Duration,
+}
+
+impl RetryBudget {
+    pub fn new(policy: RetryPolicy, budget: Duration) -> Self {
+        Self {
+            policy,
+            budget,
+            deadline: tokio::time::Instant::now() + budget,
+            failures: 0,
+            waited_for_server: Duration::ZERO,
+        }
+    }
+
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.failures + 1
+    }
+
+    /// Progress was made (a blob stream received bytes): the failure count starts again; the
+    /// deadline and the `Retry-After` total do not.
+    pub fn progressed(&mut self) {
+        self.failures = 0;
+    }
+
+    /// After `error`, how long to wait before the next attempt; `None` to give up with `error`
+    /// (permanent, retries spent, `Retry-After` total or deadline reached), which then says why.
+    pub fn next_delay(&mut self, error: &mut RegistryError) -> Option<Duration> {
+        if !error.is_transient() {
+            return None;
+        }
+        let attempts = self.failures + 1;
+        let delay = self.policy.delay(self.failures, error.retry_after);
+        let honoured = error
+            .retry_after
+            .map(|asked| asked.min(self.policy.max_retry_after));
+        let why = if self.failures >= self.policy.max_retries {
+            if attempts == 1 {
+                return None;
+            }
+            format!("gave up after {attempts} attempts")
+        } else if let Some(wait) = honoured
+            && self.waited_for_server + wait > self.policy.max_retry_after_total
+        {
+            format!(
+                "gave up after {attempts} attempts: the registry asked for another {}s of Retry-After after {}s; at most {}s are honoured per operation",
+                error.retry_after.unwrap_or_default().as_secs(),
+                self.waited_for_server.as_secs(),
+                self.policy.max_retry_after_total.as_secs()
+            )
+        } else if tokio::time::Instant::now() + delay >= self.deadline {
+            format!(
+                "gave up after {attempts} attempts: the next would start past the {:.1}s budget",
+                self.budget.as_secs_f64()
+            )
+        } else {
+            self.waited_for_server += honoured.unwrap_or_default();
+            self.failures += 1;
+            return Some(delay);
+        };
+        error.cause = format!("{} ({why})", error.cause);
+        error.retry_after = None;
+        None
     }
 }
 
@@ -393,7 +500,7 @@ impl RegistryClient {
                 .inc();
             let response = self
                 .http
-                .execute(request)
+                .execute(self.with_deadline(request))
                 .await
                 .map_err(|e| classify_handshake_error(what, &e))?;
             let status = response.status().as_u16();
@@ -403,7 +510,7 @@ impl RegistryClient {
                 continue;
             }
             if status == 401 && auth.is_none() {
-                let body = response.bytes().await.unwrap_or_default();
+                let body = read_error_body(response).await;
                 let mut e = RegistryError::from_status(what, status, &body, None);
                 e.cause = format!(
                     "{} — no credentials for {} in {}",
@@ -420,43 +527,58 @@ impl RegistryClient {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let body = response.bytes().await.unwrap_or_default();
+                let body = read_error_body(response).await;
                 return Err(RegistryError::from_status(what, status, &body, retry_after));
             }
             return Ok(response);
         }
     }
 
-    /// Runs `operation` until it succeeds, fails permanently, or has failed transiently
-    /// `max_retries + 1` times.
-    pub async fn retrying<T, F, Fut>(&self, operation: F) -> RegistryResult<T>
+    /// A request without a deadline of its own gets the policy's: from connecting to the end
+    /// of the body, so a registry cannot hold it by sending a byte before each read timeout.
+    fn with_deadline(&self, mut request: reqwest::Request) -> reqwest::Request {
+        if request.timeout().is_none() {
+            *request.timeout_mut() = Some(self.options.retry.request_timeout);
+        }
+        request
+    }
+
+    /// Runs `operation` until it succeeds, fails permanently, has failed transiently
+    /// `max_retries + 1` times, or has used up the operation's budget (attempts and waits,
+    /// `Retry-After` waits capped on their own).
+    pub async fn retrying<T, F, Fut>(&self, what: &str, operation: F) -> RegistryResult<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = RegistryResult<T>>,
     {
         let policy = self.options.retry;
-        let mut failures = 0;
+        let mut budget = RetryBudget::new(policy, policy.operation_budget);
         loop {
-            match operation().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_transient() && failures < policy.max_retries => {
-                    let delay = policy.delay(failures, e.retry_after);
-                    eprintln!("retrying in {:.1}s: {e}", delay.as_secs_f64());
-                    tokio::time::sleep(delay).await;
-                    failures += 1;
+            let mut error = match tokio::time::timeout_at(budget.deadline(), operation()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    return Err(RegistryError::transient(
+                        what,
+                        format!(
+                            "no answer within the operation's {:.1}s budget ({} attempts)",
+                            budget.budget().as_secs_f64(),
+                            budget.attempts()
+                        ),
+                    ));
                 }
-                Err(mut e) => {
-                    if e.is_transient() && failures > 0 {
-                        e.cause = format!("{} (gave up after {} attempts)", e.cause, failures + 1);
-                    }
-                    return Err(e);
-                }
-            }
+            };
+            let Some(delay) = budget.next_delay(&mut error) else {
+                return Err(error);
+            };
+            eprintln!("retrying in {:.1}s: {error}", delay.as_secs_f64());
+            tokio::time::sleep(delay).await;
         }
     }
 }
 
-/// Fails with the status's classification unless it is one of `expected`.
+/// Fails with the status's classification unless it is one of `expected` (what the registry
+/// said read as an error body: a few KiB, a few seconds).
 pub async fn expect_status(
     what: &str,
     response: reqwest::Response,
@@ -466,7 +588,7 @@ pub async fn expect_status(
     if expected.contains(&status) {
         return Ok(response);
     }
-    let body = response.bytes().await.unwrap_or_default();
+    let body = read_error_body(response).await;
     Err(RegistryError::from_status(what, status, &body, None))
 }
 
@@ -569,6 +691,7 @@ mod tests {
             max_retries: 5,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
+            ..RetryPolicy::default()
         };
         let first = p.delay(0, None);
         assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(125));
@@ -578,6 +701,77 @@ mod tests {
             p.delay(0, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
-        assert_eq!(p.delay(0, Some(Duration::from_secs(3600))), MAX_RETRY_AFTER);
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3600))),
+            p.max_retry_after
+        );
+    }
+
+    fn busy(retry_after: Option<u64>) -> RegistryError {
+        let mut e = RegistryError::transient("GET manifest r/a:v1", "HTTP 429");
+        e.retry_after = retry_after.map(Duration::from_secs);
+        e
+    }
+
+    #[test]
+    fn retry_after_waits_are_capped_each_and_in_total() {
+        let policy = RetryPolicy {
+            max_retries: 10,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            max_retry_after: Duration::from_secs(2),
+            max_retry_after_total: Duration::from_secs(5),
+            operation_budget: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        };
+        let mut budget = RetryBudget::new(policy, policy.operation_budget);
+        // `Retry-After: 60` is honoured as 2 s, twice; a third would pass 5 s in total.
+        assert_eq!(
+            budget.next_delay(&mut busy(Some(60))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            budget.next_delay(&mut busy(Some(60))),
+            Some(Duration::from_secs(2))
+        );
+        let mut e = busy(Some(60));
+        assert_eq!(budget.next_delay(&mut e), None);
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("at most 5s are honoured"), "{e}");
+        assert!(e.to_string().contains("gave up after 3 attempts"), "{e}");
+    }
+
+    #[test]
+    fn no_retry_starts_past_the_budget_and_permanent_errors_stop_at_once() {
+        let policy = RetryPolicy {
+            max_retries: 10,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        let mut budget = RetryBudget::new(policy, Duration::from_millis(100));
+        let mut e = busy(None);
+        assert_eq!(budget.next_delay(&mut e), None);
+        assert!(e.to_string().contains("past the 0.1s budget"), "{e}");
+        let mut budget = RetryBudget::new(policy, Duration::from_secs(60));
+        let mut denied = RegistryError::permanent(PermanentCause::Unauthorized, "x", "HTTP 403");
+        assert_eq!(budget.next_delay(&mut denied), None);
+        assert_eq!(denied.cause, "HTTP 403");
+    }
+
+    #[test]
+    fn stream_deadlines_grow_with_the_size() {
+        let policy = RetryPolicy {
+            request_timeout: Duration::from_secs(60),
+            min_stream_rate: 1 << 20,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(policy.stream_deadline(0), Duration::from_secs(60));
+        assert_eq!(policy.stream_deadline(10 << 20), Duration::from_secs(70));
+        assert_eq!(
+            policy.stream_deadline(3 << 19),
+            Duration::from_millis(61_500)
+        );
+        assert!(policy.stream_deadline(u64::MAX) > Duration::from_secs(1 << 40));
     }
 }

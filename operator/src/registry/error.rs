@@ -2,6 +2,7 @@
 //! succeed if retried later (exit code 3), a permanent one will fail again on the same input
 //! (exit code 1).
 
+use super::limits::{MESSAGE_CHARS, REGISTRY_TEXT_CHARS, sanitize};
 use std::fmt;
 use std::time::Duration;
 
@@ -75,8 +76,9 @@ impl RegistryError {
         body: &[u8],
         retry_after: Option<Duration>,
     ) -> Self {
-        let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
-        let text = text.trim();
+        // Enough bytes for the kept characters even when each takes four.
+        let head = &body[..body.len().min(4 * REGISTRY_TEXT_CHARS)];
+        let text = sanitize(String::from_utf8_lossy(head).trim(), REGISTRY_TEXT_CHARS);
         let cause = if text.is_empty() {
             format!("HTTP {status}")
         } else {
@@ -96,10 +98,15 @@ impl RegistryError {
     /// (refused, reset, timed out, body cut short), except a request we could not even build
     /// or a TLS certificate the server will keep presenting.
     pub fn from_reqwest(what: &str, error: &reqwest::Error) -> Self {
-        let cause = error_chain(error);
+        let chain = error_chain(error);
+        // reqwest names the URL, which for a redirected blob read is a pre-signed one.
+        let mut cause = sanitize(&chain, REGISTRY_TEXT_CHARS);
+        if error.is_timeout() {
+            cause = format!("timed out (request deadline or read timeout): {cause}");
+        }
         if error.is_builder()
-            || cause.contains("certificate")
-            || cause.contains("InvalidCertificate")
+            || chain.contains("certificate")
+            || chain.contains("InvalidCertificate")
         {
             Self::permanent(PermanentCause::Invalid, what, cause)
         } else {
@@ -134,7 +141,11 @@ impl fmt::Display for RegistryError {
             (_, Some(PermanentCause::NotAllowed)) => "permanent: not allowed",
             _ => "permanent",
         };
-        write!(f, "{}: {} ({class})", self.what, self.cause)
+        // Whatever was put in `cause` (registry text included) reaches statuses and Events
+        // through here: no URL queries, bounded length.
+        let what = sanitize(&self.what, MESSAGE_CHARS / 4);
+        let cause = sanitize(&self.cause, MESSAGE_CHARS);
+        write!(f, "{what}: {cause} ({class})")
     }
 }
 
@@ -167,5 +178,30 @@ mod tests {
             e.to_string(),
             r#"GET blob: HTTP 401: {"errors":[]} (permanent: unauthorized)"#
         );
+    }
+
+    #[test]
+    fn registry_text_is_cut_and_loses_url_queries() {
+        let mut body =
+            br#"{"errors":[{"message":"see https://s3.example/blob?X-Amz-Signature=s3cr3t"}]}"#
+                .to_vec();
+        body.extend(std::iter::repeat_n(b'x', 1 << 20));
+        let e = RegistryError::from_status("GET blob", 403, &body, None);
+        let text = e.to_string();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("https://s3.example/blob?…"), "{text}");
+        assert!(text.len() < 700, "{} bytes", text.len());
+        // Text put in by hand (a token server's reason) is cleaned on display too.
+        let e = RegistryError::permanent(
+            PermanentCause::Unauthorized,
+            "authenticating",
+            format!(
+                "token refused at https://auth/token?secret=1 {}",
+                "y".repeat(10_000)
+            ),
+        );
+        let text = e.to_string();
+        assert!(!text.contains("secret=1"), "{text}");
+        assert!(text.len() < MESSAGE_CHARS + 200, "{} bytes", text.len());
     }
 }

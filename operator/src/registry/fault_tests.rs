@@ -90,6 +90,7 @@ fn client(max_retries: u32) -> Arc<RegistryClient> {
                 max_retries,
                 base_delay: Duration::from_millis(5),
                 max_delay: Duration::from_millis(20),
+                ..RetryPolicy::default()
             },
         })
         .unwrap(),
@@ -225,18 +226,23 @@ async fn persistent_server_errors_end_transient_and_not_found_is_permanent() {
     assert!(err.is_err());
 }
 
+/// Valid digests (the client refuses anything else before sending).
+const GONE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const LOCKED: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+const FLAKY: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deletes_map_gone_refused_and_flaky_answers() {
     let (port, seen) = serve(Arc::new(|n, head: &str| {
-        if head.contains("/manifests/sha256:gone") {
+        if head.contains(&format!("/manifests/{GONE}")) {
             reply("404 Not Found", &[], b"")
-        } else if head.contains("/manifests/sha256:locked") {
+        } else if head.contains(&format!("/manifests/{LOCKED}")) {
             reply(
                 "405 Method Not Allowed",
                 &[],
                 br#"{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}"#,
             )
-        } else if head.contains("/blobs/sha256:flaky") && n < 5 {
+        } else if head.contains(&format!("/blobs/{FLAKY}")) && n < 5 {
             reply("503 Service Unavailable", &[], b"busy")
         } else {
             reply("202 Accepted", &[], b"")
@@ -245,8 +251,8 @@ async fn deletes_map_gone_refused_and_flaky_answers() {
     .await;
     let repo = RegistryRef::parse(&format!("127.0.0.1:{port}/a:v1")).unwrap();
     let c = client(3);
-    assert!(!c.delete_manifest(&repo, "sha256:gone").await.unwrap());
-    let refused = c.delete_manifest(&repo, "sha256:locked").await.unwrap_err();
+    assert!(!c.delete_manifest(&repo, GONE).await.unwrap());
+    let refused = c.delete_manifest(&repo, LOCKED).await.unwrap_err();
     assert_eq!(
         refused.permanent_cause,
         Some(super::error::PermanentCause::Unsupported)
@@ -255,7 +261,7 @@ async fn deletes_map_gone_refused_and_flaky_answers() {
         refused.to_string().contains("does not allow deletes"),
         "{refused}"
     );
-    assert!(c.delete_blob(&repo, "sha256:flaky").await.unwrap());
+    assert!(c.delete_blob(&repo, FLAKY).await.unwrap());
     let heads = seen.lock().unwrap().clone();
     assert!(heads.iter().all(|h| h.starts_with("DELETE ")), "{heads:?}");
     // One answer each for the manifests, then two 503s and the 202 for the blob.

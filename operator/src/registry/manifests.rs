@@ -2,7 +2,9 @@
 //! string whose digest we computed, and the registry must agree on that digest.
 
 use super::client::{Access, RegistryClient, expect_status};
+use super::digest::{check_digest, is_valid_digest};
 use super::error::{PermanentCause, RegistryError, RegistryResult};
+use super::limits::{self, MAX_TAG_PAGES, read_body, read_error_body};
 use super::reference::RegistryRef;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use soci_format::oci::sha256_digest;
@@ -13,15 +15,18 @@ application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// Manifests, indexes and configs are small; anything larger is refused before reading it.
-pub const MAX_JSON_BYTES: u64 = 16 << 20;
-
 const DIGEST_HEADER: &str = "docker-content-digest";
 
 pub struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub media_type: String,
     pub digest: String,
+    /// The bytes' share of the process's registry body memory, given back when dropped.
+    #[expect(
+        dead_code,
+        reason = "kept for its Drop: the bytes stay counted while kept"
+    )]
+    pub memory: limits::Held,
 }
 
 impl RegistryClient {
@@ -32,8 +37,8 @@ impl RegistryClient {
         reference: &str,
     ) -> RegistryResult<Option<FetchedManifest>> {
         let what = format!("GET manifest {}", repo.with_reference(reference));
-        let url = self.url(repo, &format!("manifests/{reference}"));
-        self.retrying(|| async {
+        let url = self.manifest_url(&what, repo, reference)?;
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Pull, |c| {
                     c.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
@@ -45,7 +50,7 @@ impl RegistryClient {
             let response = expect_status(&what, response, &[200]).await?;
             let content_type = header_text(&response, CONTENT_TYPE.as_str());
             let advertised = header_text(&response, DIGEST_HEADER);
-            let bytes = read_limited(&what, response, MAX_JSON_BYTES).await?;
+            let (bytes, memory) = read_body(&what, response, limits::MANIFEST).await?;
             let digest = sha256_digest(&bytes);
             if reference.contains(':') && reference != digest {
                 return Err(RegistryError::permanent(
@@ -68,6 +73,7 @@ impl RegistryClient {
                 bytes,
                 media_type,
                 digest,
+                memory,
             }))
         })
         .await
@@ -76,8 +82,9 @@ impl RegistryClient {
     /// HEAD a manifest: whether the repository has it.
     pub async fn has_manifest(&self, repo: &RegistryRef, digest: &str) -> RegistryResult<bool> {
         let what = format!("HEAD manifest {}", repo.with_reference(digest));
-        let url = self.url(repo, &format!("manifests/{digest}"));
-        self.retrying(|| async {
+        check_digest(&what, digest)?;
+        let url = self.manifest_url(&what, repo, digest)?;
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Pull, |c| {
                     c.head(&url).header(ACCEPT, MANIFEST_ACCEPT)
@@ -100,19 +107,20 @@ impl RegistryClient {
         reference: &str,
     ) -> RegistryResult<Option<String>> {
         let what = format!("HEAD manifest {}", repo.with_reference(reference));
-        let url = self.url(repo, &format!("manifests/{reference}"));
+        let url = self.manifest_url(&what, repo, reference)?;
         let advertised = self
-            .retrying(|| async {
+            .retrying(&what, || async {
                 let response = self
                     .send(&what, repo, Access::Pull, |c| {
                         c.head(&url).header(ACCEPT, MANIFEST_ACCEPT)
                     })
                     .await?;
                 match response.status().as_u16() {
-                    200 => Ok(Some(
-                        header_text(&response, DIGEST_HEADER)
-                            .filter(|d| d.starts_with("sha256:") && d.len() == 71),
-                    )),
+                    200 => {
+                        Ok(Some(header_text(&response, DIGEST_HEADER).filter(|d| {
+                            d.starts_with("sha256:") && is_valid_digest(d)
+                        })))
+                    }
                     404 => Ok(None),
                     _ => expect_status(&what, response, &[]).await.map(|_| None),
                 }
@@ -137,9 +145,9 @@ impl RegistryClient {
         bytes: bytes::Bytes,
     ) -> RegistryResult<()> {
         let what = format!("PUT manifest {}", repo.with_reference(reference));
-        let url = self.url(repo, &format!("manifests/{reference}"));
+        let url = self.manifest_url(&what, repo, reference)?;
         let digest = sha256_digest(&bytes);
-        self.retrying(|| async {
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Push, |c| {
                     c.put(&url)
@@ -163,7 +171,8 @@ impl RegistryClient {
     }
     /// The repository's tags (`/tags/list`, following `Link` pages), at most `limit`; `None`
     /// when there are more (the caller cannot know them all). A repository the registry does
-    /// not know has none.
+    /// not know has none. At most [`MAX_TAG_PAGES`] pages, each read once, all on the
+    /// registry's own origin: a `Link` that loops, leaves the origin or never ends is refused.
     pub async fn list_tags(
         &self,
         repo: &RegistryRef,
@@ -175,22 +184,36 @@ impl RegistryClient {
             tags: Option<Vec<String>>,
         }
         let what = format!("GET tags of {}", repo.repository_display());
-        let first = self.url(repo, "tags/list?n=1000");
-        let origin = first[..first.find("/v2/").unwrap_or(first.len())].to_string();
-        let mut next = Some(first);
+        let invalid =
+            |cause: String| RegistryError::permanent(PermanentCause::Invalid, &what, cause);
+        let first = reqwest::Url::parse(&self.url(repo, "tags/list?n=1000"))
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut visited = std::collections::HashSet::new();
+        let mut next = Some(first.clone());
         let mut tags = Vec::new();
         while let Some(url) = next.take() {
+            if !visited.insert(url.to_string()) {
+                return Err(invalid(format!(
+                    "the Link header leads back to a page already read ({}): the pages loop",
+                    limits::strip_url_queries(url.as_str())
+                )));
+            }
+            if visited.len() > MAX_TAG_PAGES {
+                return Err(invalid(format!(
+                    "more than {MAX_TAG_PAGES} pages of tags; stopped following Link"
+                )));
+            }
             let (page, link) = self
-                .retrying(|| async {
+                .retrying(&what, || async {
                     let response = self
-                        .send(&what, repo, Access::Pull, |c| c.get(&url))
+                        .send(&what, repo, Access::Pull, |c| c.get(url.clone()))
                         .await?;
                     if response.status().as_u16() == 404 {
                         return Ok((Page { tags: None }, None));
                     }
                     let response = expect_status(&what, response, &[200]).await?;
                     let link = header_text(&response, "link");
-                    let bytes = read_limited(&what, response, MAX_JSON_BYTES).await?;
+                    let (bytes, _memory) = read_body(&what, response, limits::TAG_PAGE).await?;
                     let page: Page = serde_json::from_slice(&bytes).map_err(|e| {
                         RegistryError::permanent(PermanentCause::Invalid, &what, e.to_string())
                     })?;
@@ -201,15 +224,10 @@ impl RegistryClient {
             if tags.len() > limit {
                 return Ok(None);
             }
-            // `<path?last=...&n=...>; rel="next"`, the path relative to the registry.
-            next = link.and_then(|l| {
-                let target = l.split('<').nth(1)?.split('>').next()?.to_string();
-                Some(if target.starts_with('/') {
-                    format!("{origin}{target}")
-                } else {
-                    target
-                })
-            });
+            next = match link {
+                Some(l) => Some(next_page(&first, &l).map_err(invalid)?),
+                None => None,
+            };
         }
         Ok(Some(tags))
     }
@@ -218,8 +236,9 @@ impl RegistryClient {
     /// when it was already gone.
     pub async fn delete_manifest(&self, repo: &RegistryRef, digest: &str) -> RegistryResult<bool> {
         let what = format!("DELETE manifest {}", repo.with_reference(digest));
-        let url = self.url(repo, &format!("manifests/{digest}"));
-        self.retrying(|| async {
+        check_digest(&what, digest)?;
+        let url = self.manifest_url(&what, repo, digest)?;
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Push, |c| c.delete(&url))
                 .await?;
@@ -238,7 +257,7 @@ pub(crate) async fn deleted(what: &str, response: reqwest::Response) -> Registry
         404 => return Ok(false),
         _ => {}
     }
-    let body = response.bytes().await.unwrap_or_default();
+    let body = read_error_body(response).await;
     if status == 405 || String::from_utf8_lossy(&body).contains("UNSUPPORTED") {
         return Err(RegistryError::permanent(
             PermanentCause::Unsupported,
@@ -272,51 +291,49 @@ fn manifest_media_type(bytes: &[u8], content_type: Option<&str>) -> String {
     }
 }
 
-/// Reads a whole (small) body; a body cut short is transient, a body too large permanent.
-pub(crate) async fn read_limited(
-    what: &str,
-    mut response: reqwest::Response,
-    limit: u64,
-) -> RegistryResult<Vec<u8>> {
-    if response.content_length().is_some_and(|n| n > limit) {
-        return Err(RegistryError::permanent(
-            PermanentCause::Invalid,
-            what,
-            format!("larger than {limit} bytes; not a manifest or config"),
+/// The page a `Link: <target>; rel="next"` header names, resolved against the first page: it
+/// must stay on the registry's own scheme, host and port (credentials go nowhere else).
+fn next_page(first: &reqwest::Url, link: &str) -> Result<reqwest::Url, String> {
+    let target = link
+        .split('<')
+        .nth(1)
+        .and_then(|t| t.split('>').next())
+        .ok_or_else(|| format!("unreadable Link header {:?}", limits::cut(link, 200)))?;
+    let url = first
+        .join(target)
+        .map_err(|e| format!("bad Link target {:?}: {e}", limits::cut(target, 200)))?;
+    if url.origin() != first.origin() {
+        return Err(format!(
+            "the Link header leads to another origin ({}); only {} is followed",
+            limits::strip_url_queries(&limits::cut(url.as_str(), 200)),
+            first.origin().ascii_serialization()
         ));
     }
-    let expected = response.content_length();
-    let mut out = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                out.extend_from_slice(&chunk);
-                if out.len() as u64 > limit {
-                    return Err(RegistryError::permanent(
-                        PermanentCause::Invalid,
-                        what,
-                        format!("larger than {limit} bytes; not a manifest or config"),
-                    ));
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return Err(RegistryError::from_reqwest(what, &e)),
-        }
-    }
-    if let Some(n) = expected
-        && n != out.len() as u64
-    {
-        return Err(RegistryError::transient(
-            what,
-            format!("body ended after {} of {n} bytes", out.len()),
-        ));
-    }
-    Ok(out)
+    Ok(url)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_targets_resolve_on_the_registry_origin_only() {
+        let first = reqwest::Url::parse("http://127.0.0.1:5000/v2/a/tags/list?n=1000").unwrap();
+        let next = next_page(&first, r#"</v2/a/tags/list?last=x&n=1000>; rel="next""#).unwrap();
+        assert_eq!(
+            next.as_str(),
+            "http://127.0.0.1:5000/v2/a/tags/list?last=x&n=1000"
+        );
+        for other in [
+            r#"<http://127.0.0.1:5001/v2/a/tags/list>; rel="next""#,
+            r#"<https://127.0.0.1:5000/v2/a/tags/list>; rel="next""#,
+            r#"<//evil.example/v2/a/tags/list>; rel="next""#,
+        ] {
+            let e = next_page(&first, other).unwrap_err();
+            assert!(e.contains("another origin"), "{e}");
+        }
+        assert!(next_page(&first, "garbage").is_err());
+    }
 
     #[test]
     fn media_type_prefers_the_document() {

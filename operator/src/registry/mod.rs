@@ -9,12 +9,16 @@
 //! - [`manifests`], [`blobs`]: the distribution API calls we use.
 //! - [`referrers`]: manifests naming a subject (v1 SOCI indexes): the API or the tag schema.
 //! - [`error`]: transient versus permanent failures (exit codes 3 and 1).
+//! - [`limits`], [`digest`]: what a registry can make us hold or wait for; digests checked
+//!   before they go into a URL.
 
 pub mod address_policy;
 pub mod auth;
 pub mod blobs;
 pub mod client;
+pub mod digest;
 pub mod error;
+pub mod limits;
 pub mod manifests;
 pub mod reference;
 pub mod referrers;
@@ -24,6 +28,8 @@ pub mod token;
 mod authz_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+pub(crate) mod hostile_tests;
 
 pub use client::{RegistryClient, RegistryOptions, RetryPolicy};
 pub use error::RegistryError;

@@ -5,7 +5,7 @@
 
 use super::client::{Access, RegistryClient, expect_status};
 use super::error::{PermanentCause, RegistryError, RegistryResult};
-use super::manifests::MAX_JSON_BYTES;
+use super::limits::{self, read_body};
 use super::reference::RegistryRef;
 use reqwest::header::ACCEPT;
 use soci_format::oci::{self, Descriptor, Index, Manifest};
@@ -87,8 +87,8 @@ impl RegistryClient {
         subject: &str,
     ) -> RegistryResult<Option<Vec<Descriptor>>> {
         let what = format!("GET referrers of {}", repo.with_reference(subject));
-        let url = self.url(repo, &format!("referrers/{subject}"));
-        self.retrying(|| async {
+        let url = self.referrers_url(&what, repo, subject)?;
+        self.retrying(&what, || async {
             let response = self
                 .send(&what, repo, Access::Pull, |c| {
                     c.get(&url).header(ACCEPT, oci::MEDIA_TYPE_OCI_INDEX)
@@ -100,17 +100,7 @@ impl RegistryClient {
                 _ => {}
             }
             let response = expect_status(&what, response, &[200]).await?;
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| RegistryError::from_reqwest(&what, &e))?;
-            if bytes.len() as u64 > MAX_JSON_BYTES {
-                return Err(RegistryError::permanent(
-                    PermanentCause::Invalid,
-                    &what,
-                    "referrers list too large",
-                ));
-            }
+            let (bytes, _memory) = read_body(&what, response, limits::REFERRERS).await?;
             // Some proxies answer 200 with a non-index page for an unknown path.
             match Index::from_json(&bytes) {
                 Ok(index) => Ok(Some(index.manifests.unwrap_or_default())),
