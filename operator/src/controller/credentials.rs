@@ -57,6 +57,16 @@ pub fn store_from_secrets(
         };
         let store = CredentialStore::from_json(&config, what.clone())
             .map_err(|e| Failure::permanent(reason::UNAUTHORIZED, format!("{e:#}")))?;
+        if store.has_helpers() {
+            // A helper is a program the operator (and the worker) would run under its own
+            // identity, a cloud one included: a tenant names credentials, not programs.
+            return Err(Failure::permanent(
+                reason::UNAUTHORIZED,
+                format!(
+                    "{what} names credential helpers (credHelpers / credsStore), which a SociIndex's Secret may not: give static auths"
+                ),
+            ));
+        }
         merged = Some(match merged {
             Some(m) => m.merge(store),
             None => store,
@@ -256,6 +266,27 @@ mod tests {
             store.lookup("other.example").unwrap(),
             RegistryAuth::Basic("b".into(), "3".into())
         );
+    }
+
+    #[test]
+    fn a_secret_naming_credential_helpers_is_refused() {
+        for config in [
+            r#"{"credsStore":"ecr-login"}"#,
+            r#"{"auths":{},"credHelpers":{"123.dkr.ecr.us-east-1.amazonaws.com":"ecr-login"}}"#,
+        ] {
+            let refused = store_from_secrets(
+                "ns",
+                &[("helper".into(), secret(".dockerconfigjson", config))],
+            )
+            .unwrap_err();
+            assert_eq!(refused.class, FailureClass::Permanent, "{refused:?}");
+            assert_eq!(refused.reason, reason::UNAUTHORIZED);
+            assert!(
+                refused.message.contains("credential helpers"),
+                "{}",
+                refused.message
+            );
+        }
     }
 
     #[test]

@@ -6,9 +6,10 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// One registry's credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -97,6 +98,12 @@ pub struct CredentialStore {
 }
 
 impl CredentialStore {
+    /// Whether this config names credential helpers (`credHelpers`, `credsStore`): programs the
+    /// operator would run with its own identity. A tenant's Secret may not.
+    pub fn has_helpers(&self) -> bool {
+        !self.helpers.is_empty() || self.default_helper.is_some()
+    }
+
     /// `explicit` is `--registry-config` (a `config.json` or a directory holding one); it must
     /// exist. Without it, the docker defaults are read if present.
     pub fn load(explicit: Option<&Path>) -> Result<Self> {
@@ -230,6 +237,13 @@ fn run_credential_helper(helper: &str, registry: &str) -> Result<RegistryAuth> {
     } else {
         registry
     };
+    if !helper
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        || helper.starts_with('.')
+    {
+        bail!("credential helper name {helper:?} is not a plain program name");
+    }
     let mut child = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -242,7 +256,8 @@ fn run_credential_helper(helper: &str, registry: &str) -> Result<RegistryAuth> {
         .take()
         .context("credential helper stdin")?
         .write_all(server.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = wait_bounded(child, CREDENTIAL_HELPER_TIMEOUT)
+        .with_context(|| format!("credential helper {program} for {registry}"))?;
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stdout);
         if text.contains("credentials not found") {
@@ -266,6 +281,43 @@ fn run_credential_helper(helper: &str, registry: &str) -> Result<RegistryAuth> {
         bail!("credential helper {program} returned an identity token, which is not supported");
     }
     Ok(RegistryAuth::Basic(reply.username, reply.secret))
+}
+
+/// How long a credential helper may take; one that hangs would hold a reconcile for ever.
+pub const CREDENTIAL_HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+/// What is read of a helper's output (a reply is a few hundred bytes).
+const CREDENTIAL_HELPER_OUTPUT: u64 = 64 << 10;
+
+/// The child's exit and its output (each stream cut at 64 KiB), or an error once `timeout` has
+/// passed, the child killed.
+fn wait_bounded(mut child: std::process::Child, timeout: Duration) -> Result<std::process::Output> {
+    fn drain(stream: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(s) = stream {
+                let _ = s.take(CREDENTIAL_HELPER_OUTPUT).read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("did not answer within {}s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// Config keys may be URLs (`https://index.docker.io/v1/`) or hosts; compare hosts.
@@ -360,6 +412,25 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("tok-secret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_helper_that_hangs_is_cut_off_and_a_helper_name_with_a_path_is_refused() {
+        // A child that never answers on its own: `sleep` stands in for a hung helper.
+        let child = Command::new("sleep")
+            .arg("30")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let error = wait_bounded(child, Duration::from_millis(300)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(error.to_string().contains("did not answer"), "{error}");
+        for name in ["../../bin/sh", "a/b", ".hidden", "x y"] {
+            let e = run_credential_helper(name, "registry.example").unwrap_err();
+            assert!(e.to_string().contains("not a plain program name"), "{e}");
+        }
     }
 
     #[test]
