@@ -34,6 +34,21 @@ fn json(bytes: &[u8]) -> Reply {
         .body(bytes.to_vec())
 }
 
+/// A registry answering `reply(body)` for the tag `v1` and for `body`'s digest, 404 elsewhere.
+fn serving_v1(
+    body: Vec<u8>,
+    reply: impl Fn(&[u8]) -> Reply + Send + Sync + 'static,
+) -> HostileServer {
+    let digest = oci::sha256_digest(&body);
+    registry(move |req| {
+        if req.path_only().ends_with("/manifests/v1") || req.path.contains(&digest) {
+            reply(&body)
+        } else {
+            Reply::status(404)
+        }
+    })
+}
+
 impl BoundImage {
     /// `ztoc_size` and `ztoc_digest` as the SOCI index declares them; `index_digest` the
     /// target's annotation (`None`: the real one).
@@ -265,16 +280,10 @@ async fn an_index_of_a_thousand_platforms_is_refused_without_fetching_them() {
         ..Index::default()
     }
     .to_go_json();
-    let server = registry(move |req| {
-        if req.path_only().ends_with("/manifests/v1")
-            || req.path.contains(&oci::sha256_digest(&index))
-        {
-            Reply::status(200)
-                .header("Content-Type", oci::MEDIA_TYPE_OCI_INDEX)
-                .body(index.clone())
-        } else {
-            Reply::status(404)
-        }
+    let server = serving_v1(index, |body| {
+        Reply::status(200)
+            .header("Content-Type", oci::MEDIA_TYPE_OCI_INDEX)
+            .body(body.to_vec())
     });
     let (check, _) = within(LIMIT, full_check(&client(), &server)).await;
     match check {
@@ -316,15 +325,7 @@ async fn a_manifest_of_two_thousand_layers_is_refused() {
         ..Manifest::default()
     }
     .to_go_json();
-    let server = registry(move |req| {
-        if req.path_only().ends_with("/manifests/v1")
-            || req.path.contains(&oci::sha256_digest(&manifest))
-        {
-            json(&manifest)
-        } else {
-            Reply::status(404)
-        }
-    });
+    let server = serving_v1(manifest, json);
     let image = format!("{}/app:v1", server.host());
     let source = RegistrySource::new(client(), RegistryRef::parse(&image).unwrap());
     let (report, _) = within(LIMIT, inspect_with(&source, 0, false)).await;

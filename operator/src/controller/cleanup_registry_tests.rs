@@ -30,6 +30,50 @@ pub(crate) fn client() -> Arc<RegistryClient> {
     )
 }
 
+/// A client with `credentials` that gives up on the first failure (no retries).
+pub(crate) fn no_retry_client(credentials: CredentialStore) -> Arc<RegistryClient> {
+    Arc::new(
+        RegistryClient::new(RegistryOptions {
+            credentials,
+            insecure_registries: vec![],
+            ca_bundle: None,
+            retry: RetryPolicy {
+                max_retries: 0,
+                ..RetryPolicy::default()
+            },
+        })
+        .unwrap(),
+    )
+}
+
+/// The conversion settings the registry tests build with: every platform, small spans.
+pub(crate) fn convert_settings() -> ConvertSettings {
+    ConvertSettings {
+        platforms: PlatformSelection::All,
+        span_size: 1 << 16,
+        min_layer_size: 0,
+        index_version: IndexVersion::V2,
+        jobs: 2,
+        limits: IndexerLimits::default(),
+        optimize_xattrs: false,
+        progress: crate::progress::Progress::lines(),
+    }
+}
+
+/// A fresh local registry with the `multiarch-all-platforms` case pushed to `repo:tag`, and
+/// a client for it; `None` when `registry_or_skip(test)` says to skip.
+pub(crate) fn registry_with_case(
+    test: &str,
+    repo: &str,
+    tag: &str,
+) -> Option<(LocalRegistry, RegistryHttp)> {
+    registry_or_skip(test)?;
+    let registry = LocalRegistry::start().unwrap();
+    let http = registry.client();
+    push_case(&http, "multiarch-all-platforms", repo, tag);
+    Some((registry, http))
+}
+
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,16 +100,7 @@ pub(crate) async fn convert_and_record(
     target_spec: Option<&TargetSpec>,
 ) -> ImageStatus {
     let resolved = resolve(client, source, target_spec, "app").await.unwrap();
-    let settings = ConvertSettings {
-        platforms: PlatformSelection::All,
-        span_size: 1 << 16,
-        min_layer_size: 0,
-        index_version: IndexVersion::V2,
-        jobs: 2,
-        limits: IndexerLimits::default(),
-        optimize_xattrs: false,
-        progress: crate::progress::Progress::lines(),
-    };
+    let settings = convert_settings();
     let src = RegistryRef::parse(&resolved.source).unwrap();
     let dst = RegistryRef::parse(&resolved.target).unwrap();
     convert(
@@ -141,12 +176,13 @@ fn status_of(image: ImageStatus) -> SociIndexStatus {
 
 #[test]
 fn a_suffix_target_is_removed_and_the_source_stays_intact() {
-    if registry_or_skip("a_suffix_target_is_removed_and_the_source_stays_intact").is_none() {
+    let Some((registry, http)) = registry_with_case(
+        "a_suffix_target_is_removed_and_the_source_stays_intact",
+        "del",
+        "v1",
+    ) else {
         return;
-    }
-    let registry = LocalRegistry::start().unwrap();
-    let http = registry.client();
-    push_case(&http, "multiarch-all-platforms", "del", "v1");
+    };
     let source_before = http.pull_graph("del", "v1").unwrap();
     let client = client();
     let rt = runtime();
@@ -193,12 +229,11 @@ fn a_suffix_target_is_removed_and_the_source_stays_intact() {
 
 #[test]
 fn an_in_place_target_gets_its_original_back() {
-    if registry_or_skip("an_in_place_target_gets_its_original_back").is_none() {
+    let Some((registry, http)) =
+        registry_with_case("an_in_place_target_gets_its_original_back", "inp", "v1")
+    else {
         return;
-    }
-    let registry = LocalRegistry::start().unwrap();
-    let http = registry.client();
-    push_case(&http, "multiarch-all-platforms", "inp", "v1");
+    };
     let source_before = http.pull_graph("inp", "v1").unwrap();
     let client = client();
     let rt = runtime();
@@ -237,12 +272,11 @@ fn an_in_place_target_gets_its_original_back() {
 
 #[test]
 fn an_in_place_tag_the_user_moved_is_left_alone() {
-    if registry_or_skip("an_in_place_tag_the_user_moved_is_left_alone").is_none() {
+    let Some((registry, http)) =
+        registry_with_case("an_in_place_tag_the_user_moved_is_left_alone", "mv", "v1")
+    else {
         return;
-    }
-    let registry = LocalRegistry::start().unwrap();
-    let http = registry.client();
-    push_case(&http, "multiarch-all-platforms", "mv", "v1");
+    };
     let client = client();
     let rt = runtime();
     let source = format!("{}/mv:v1", registry.host());
@@ -273,12 +307,13 @@ fn an_in_place_tag_the_user_moved_is_left_alone() {
 
 #[test]
 fn a_target_another_tag_also_names_survives_for_that_tag() {
-    if registry_or_skip("a_target_another_tag_also_names_survives_for_that_tag").is_none() {
+    let Some((registry, http)) = registry_with_case(
+        "a_target_another_tag_also_names_survives_for_that_tag",
+        "shr",
+        "v1",
+    ) else {
         return;
-    }
-    let registry = LocalRegistry::start().unwrap();
-    let http = registry.client();
-    push_case(&http, "multiarch-all-platforms", "shr", "v1");
+    };
     let client = client();
     let rt = runtime();
     let source = format!("{}/shr:v1", registry.host());
@@ -309,12 +344,13 @@ fn a_target_another_tag_also_names_survives_for_that_tag() {
 
 #[test]
 fn a_target_another_sociindex_deploys_is_not_deleted() {
-    if registry_or_skip("a_target_another_sociindex_deploys_is_not_deleted").is_none() {
+    let Some((registry, http)) = registry_with_case(
+        "a_target_another_sociindex_deploys_is_not_deleted",
+        "two",
+        "v1",
+    ) else {
         return;
-    }
-    let registry = LocalRegistry::start().unwrap();
-    let http = registry.client();
-    push_case(&http, "multiarch-all-platforms", "two", "v1");
+    };
     let client = client();
     let rt = runtime();
     let source = format!("{}/two:v1", registry.host());
@@ -348,18 +384,7 @@ fn a_cleanup_against_a_registry_that_is_gone_fails_transiently_then_gives_up() {
         .local_addr()
         .unwrap()
         .port();
-    let client = Arc::new(
-        RegistryClient::new(RegistryOptions {
-            credentials: CredentialStore::default(),
-            insecure_registries: vec![],
-            ca_bundle: None,
-            retry: RetryPolicy {
-                max_retries: 0,
-                ..RetryPolicy::default()
-            },
-        })
-        .unwrap(),
-    );
+    let client = no_retry_client(CredentialStore::default());
     let digest = format!("sha256:{}", "a".repeat(64));
     let status = status_of(ImageStatus {
         name: "app".into(),

@@ -417,11 +417,17 @@ fn others_deploy(deploy: &str) -> Protected {
     Protected::new([("team-b/web".to_string(), deploy)])
 }
 
+/// The plan for our image converted to `app:{tag}` (the tag at `idx`) while another
+/// SociIndex deploys `app:{their_tag}@idx`.
+fn plan_with_others_deploy(tag: &str, their_tag: &str) -> CleanupPlan {
+    let (owned, seen) = converted(tag, Some("idx"));
+    let protected = others_deploy(&format!("{REG}/app:{their_tag}@idx"));
+    plan_cleanup(&[owned], &seen, &protected)
+}
+
 #[test]
 fn a_target_another_sociindex_deploys_keeps_its_tag_and_everything_it_references() {
-    let (owned, seen) = converted("v1-soci", Some("idx"));
-    let protected = others_deploy(&format!("{REG}/app:v1-soci@idx"));
-    let plan = plan_cleanup(&[owned], &seen, &protected);
+    let plan = plan_with_others_deploy("v1-soci", "v1-soci");
     assert!(plan.steps.is_empty(), "{:?}", plan.steps);
     assert!(
         plan.left.iter().any(|l| l.contains("team-b/web")),
@@ -432,11 +438,9 @@ fn a_target_another_sociindex_deploys_keeps_its_tag_and_everything_it_references
 
 #[test]
 fn content_another_sociindex_deploys_under_another_tag_is_only_untagged_here() {
-    let (owned, seen) = converted("v1-soci", Some("idx"));
     // The other object's target tag has not been pushed (or was moved), but it deploys our
     // index by digest: nothing it needs may go.
-    let protected = others_deploy(&format!("{REG}/app:other@idx"));
-    let plan = plan_cleanup(&[owned], &seen, &protected);
+    let plan = plan_with_others_deploy("v1-soci", "other");
     assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
     assert!(
         plan.steps
@@ -449,9 +453,7 @@ fn content_another_sociindex_deploys_under_another_tag_is_only_untagged_here() {
 
 #[test]
 fn an_in_place_target_another_sociindex_deploys_is_not_restored() {
-    let (owned, seen) = converted("v1", Some("idx"));
-    let protected = others_deploy(&format!("{REG}/app:v1@idx"));
-    let plan = plan_cleanup(&[owned], &seen, &protected);
+    let plan = plan_with_others_deploy("v1", "v1");
     assert!(restores(&plan).is_empty());
     assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
 }

@@ -333,9 +333,8 @@ mod tests {
 
     #[test]
     fn an_anonymous_tenant_cannot_read_a_private_image_the_operator_could() {
-        use crate::controller::cleanup::registry_tests::{push_case, runtime};
+        use crate::controller::cleanup::registry_tests::{no_retry_client, push_case, runtime};
         use crate::controller::registry_check::resolve;
-        use crate::registry::{RegistryOptions, RetryPolicy};
         use soci_testkit::registry::{LocalRegistry, registry_or_skip};
         if registry_or_skip("an_anonymous_tenant_cannot_read_a_private_image_the_operator_could")
             .is_none()
@@ -352,18 +351,7 @@ mod tests {
         );
         // The operator's own --registry-config can read it.
         let config = registry.docker_config(None).unwrap();
-        let base = Arc::new(
-            RegistryClient::new(RegistryOptions {
-                credentials: CredentialStore::load(Some(&config)).unwrap(),
-                insecure_registries: vec![],
-                ca_bundle: None,
-                retry: RetryPolicy {
-                    max_retries: 0,
-                    ..RetryPolicy::default()
-                },
-            })
-            .unwrap(),
-        );
+        let base = no_retry_client(CredentialStore::load(Some(&config)).unwrap());
         let image = format!("{}/private:v1", registry.host());
         let cache = CredentialCache::default();
         let trusted = NamespaceSet::from_values(&["platform".into()]);

@@ -83,6 +83,14 @@ fn second(image: &str, extra: serde_json::Value) -> SociIndex {
     object("ns-b", "second", "uid-b", 10, spec_of(image, extra))
 }
 
+/// The second object for `image`, its tag template landing on `v1-soci`.
+fn second_into_v1_soci(image: &str) -> SociIndex {
+    second(
+        image,
+        serde_json::json!({"target": {"tagTemplate": "v1-soci"}}),
+    )
+}
+
 fn conflict_of(me: &SociIndex, others: &[&SociIndex], digest: &str) -> Option<Failure> {
     let claims = claims_outside(
         others.iter().copied(),
@@ -97,10 +105,7 @@ fn conflict_of(me: &SociIndex, others: &[&SociIndex], digest: &str) -> Option<Fa
 fn a_target_another_namespace_named_first_with_another_source_is_a_conflict() {
     let first = first();
     // Another source, its template landing on the same tag.
-    let other_source = second(
-        &format!("{REG}/app:v2"),
-        serde_json::json!({"target": {"tagTemplate": "v1-soci"}}),
-    );
+    let other_source = second_into_v1_soci(&format!("{REG}/app:v2"));
     let f = conflict_of(&other_source, &[&first], D_B).expect("a conflict");
     assert_eq!(
         (f.class, f.reason.as_str()),
@@ -139,10 +144,7 @@ fn objects_that_build_the_same_thing_share_a_target() {
         }],
         ..Default::default()
     });
-    let pinned = second(
-        &format!("{REG}/app@{D_A}"),
-        serde_json::json!({"target": {"tagTemplate": "v1-soci"}}),
-    );
+    let pinned = second_into_v1_soci(&format!("{REG}/app@{D_A}"));
     assert!(conflict_of(&pinned, &[&recorded], D_A).is_none());
     // Without that record it is another source (a tag may move): a conflict.
     assert!(conflict_of(&pinned, &[&first], D_A).is_some());
@@ -151,10 +153,7 @@ fn objects_that_build_the_same_thing_share_a_target() {
 #[test]
 fn objects_of_one_namespace_are_no_conflict_for_each_other() {
     let first = first();
-    let mut neighbour = second(
-        &format!("{REG}/app:v2"),
-        serde_json::json!({"target": {"tagTemplate": "v1-soci"}}),
-    );
+    let mut neighbour = second_into_v1_soci(&format!("{REG}/app:v2"));
     neighbour.metadata.namespace = Some("ns-a".into());
     assert!(conflict_of(&neighbour, &[&first], D_B).is_none());
 }
@@ -162,10 +161,7 @@ fn objects_of_one_namespace_are_no_conflict_for_each_other() {
 #[test]
 fn a_conflicting_image_stalls_without_a_job_and_says_with_whom() {
     let first = first();
-    let later = second(
-        &format!("{REG}/app:v2"),
-        serde_json::json!({"target": {"tagTemplate": "v1-soci"}}),
-    );
+    let later = second_into_v1_soci(&format!("{REG}/app:v2"));
     let claims = claims_outside([&first], "ns-b");
     let mut images = vec![observed(&format!("{REG}/app:v1-soci"), D_B)];
     apply_target_conflicts(&later, &mut images, &claims);

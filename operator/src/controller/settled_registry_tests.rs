@@ -3,8 +3,10 @@
 
 use super::*;
 use crate::api::Condition;
-use crate::controller::cleanup::registry_tests::{client, convert_and_record, push_case, runtime};
-use soci_testkit::registry::{LocalRegistry, registry_or_skip};
+use crate::controller::cleanup::registry_tests::{
+    client, convert_and_record, push_case, registry_with_case, runtime,
+};
+use soci_testkit::registry::LocalRegistry;
 
 /// The requests the registry logged after the first `skip` lines: `METHOD path`.
 fn requests(registry: &LocalRegistry, skip: usize) -> Vec<String> {
@@ -28,12 +30,13 @@ fn access_lines(registry: &LocalRegistry) -> Vec<String> {
 
 #[test]
 fn a_settled_image_costs_one_head_per_tag_and_notices_every_move() {
-    if registry_or_skip("a_settled_image_costs_one_head_per_tag_and_notices_every_move").is_none() {
+    let Some((registry, http)) = registry_with_case(
+        "a_settled_image_costs_one_head_per_tag_and_notices_every_move",
+        "app",
+        "v1",
+    ) else {
         return;
-    }
-    let registry = LocalRegistry::start().unwrap();
-    let http = registry.client();
-    push_case(&http, "multiarch-all-platforms", "app", "v1");
+    };
     let client = client();
     let rt = runtime();
     let source = format!("{}/app:v1", registry.host());

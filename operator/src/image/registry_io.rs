@@ -390,24 +390,11 @@ impl ImageSink for RegistrySink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::cleanup::registry_tests::{client, push_case, runtime};
-    use crate::conversion::{ConvertSettings, convert};
-    use soci_format::convert::{IndexVersion, PlatformSelection};
-    use soci_format::layer_indexer::IndexerLimits;
-    use soci_testkit::registry::{LocalRegistry, RegistryHttp, registry_or_skip};
-
-    fn settings() -> ConvertSettings {
-        ConvertSettings {
-            platforms: PlatformSelection::All,
-            span_size: 1 << 16,
-            min_layer_size: 0,
-            index_version: IndexVersion::V2,
-            jobs: 2,
-            limits: IndexerLimits::default(),
-            optimize_xattrs: false,
-            progress: crate::progress::Progress::lines(),
-        }
-    }
+    use crate::controller::cleanup::registry_tests::{
+        client, convert_settings, push_case, registry_with_case, runtime,
+    };
+    use crate::conversion::convert;
+    use soci_testkit::registry::RegistryHttp;
 
     fn tagged(http: &RegistryHttp, repo: &str, tag: &str) -> String {
         let graph = http.pull_graph(repo, tag).unwrap();
@@ -418,14 +405,13 @@ mod tests {
     /// pushed to the tag before the in-place build came to write it. The push is kept.
     #[test]
     fn an_in_place_tag_pushed_to_during_the_build_is_not_overwritten() {
-        if registry_or_skip("an_in_place_tag_pushed_to_during_the_build_is_not_overwritten")
-            .is_none()
-        {
+        let Some((registry, http)) = registry_with_case(
+            "an_in_place_tag_pushed_to_during_the_build_is_not_overwritten",
+            "race",
+            "v1",
+        ) else {
             return;
-        }
-        let registry = LocalRegistry::start().unwrap();
-        let http = registry.client();
-        push_case(&http, "multiarch-all-platforms", "race", "v1");
+        };
         let started_from = tagged(&http, "race", "v1");
         push_case(&http, "docker-moby-modes-whiteouts", "race", "v1");
         let theirs = tagged(&http, "race", "v1");
@@ -443,7 +429,7 @@ mod tests {
             .block_on(convert(
                 &RegistrySource::new(client.clone(), source.clone()),
                 sink,
-                &settings(),
+                &convert_settings(),
             ))
             .unwrap_err();
         let message = format!("{e:#}");
@@ -461,7 +447,7 @@ mod tests {
             .block_on(convert(
                 &RegistrySource::new(client.clone(), source),
                 sink,
-                &settings(),
+                &convert_settings(),
             ))
             .unwrap();
         assert_eq!(tagged(&http, "race", "v1"), report.image_index.digest);
@@ -471,12 +457,13 @@ mod tests {
     /// rewritten.
     #[test]
     fn an_in_place_tag_that_still_names_the_source_is_rewritten() {
-        if registry_or_skip("an_in_place_tag_that_still_names_the_source_is_rewritten").is_none() {
+        let Some((registry, http)) = registry_with_case(
+            "an_in_place_tag_that_still_names_the_source_is_rewritten",
+            "same",
+            "v1",
+        ) else {
             return;
-        }
-        let registry = LocalRegistry::start().unwrap();
-        let http = registry.client();
-        push_case(&http, "multiarch-all-platforms", "same", "v1");
+        };
         let started_from = tagged(&http, "same", "v1");
         let client = client();
         let rt = runtime();
@@ -488,7 +475,7 @@ mod tests {
             .block_on(convert(
                 &RegistrySource::new(client.clone(), target.clone()),
                 sink,
-                &settings(),
+                &convert_settings(),
             ))
             .unwrap();
         assert_ne!(report.image_index.digest, started_from);

@@ -121,6 +121,25 @@ impl Setup {
     fn reference(&self, rest: &str) -> RegistryRef {
         RegistryRef::parse(&format!("{}/{rest}", self.registry)).unwrap()
     }
+    /// The error a fresh client gets fetching the manifest of `app:v1`.
+    async fn manifest_error(&self) -> RegistryError {
+        self.client()
+            .get_manifest(&self.reference("app:v1"), "v1")
+            .await
+            .map(|_| ())
+            .unwrap_err()
+    }
+    /// The error a fresh client gets fetching the small blob `digest` of `app:v1`.
+    async fn small_blob_error(&self, digest: &str) -> RegistryError {
+        self.client()
+            .get_small_blob(&self.reference("app:v1"), digest)
+            .await
+            .unwrap_err()
+    }
+    /// The test resolver was asked for no name at all.
+    fn assert_nothing_resolved(&self) {
+        assert_eq!(self.resolver.asked(), Vec::<String>::new());
+    }
 }
 
 fn serve(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> HostileServer {
@@ -183,6 +202,21 @@ fn not_allowed(e: &RegistryError) {
     );
 }
 
+/// The failure `e` becomes on the resource has reason `RegistryNotAllowed`.
+fn assert_reason_not_allowed(e: RegistryError) {
+    assert_eq!(
+        failure_of(&anyhow::Error::new(e)).reason,
+        reason::REGISTRY_NOT_ALLOWED
+    );
+}
+
+/// None of `servers` received any request.
+fn assert_no_requests(servers: &[&HostileServer]) {
+    for s in servers {
+        assert!(s.requests().is_empty(), "{} was contacted", s.host());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn realm_on_another_loopback_port_gets_the_credentials_and_the_registry_only_the_token() {
     let tokens = token_server();
@@ -229,21 +263,13 @@ async fn plain_http_realm_on_a_non_loopback_name_is_refused_without_contacting_i
         "http://auth.example.test:{port}/token"
     )));
     let setup = Setup::new(&registry.host());
-    let client = setup.client();
-    let e = client
-        .get_manifest(&setup.reference("app:v1"), "v1")
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = setup.manifest_error().await;
     not_allowed(&e);
     assert!(e.cause.contains("plain HTTP"), "{e}");
-    assert_eq!(setup.resolver.asked(), Vec::<String>::new());
-    assert!(tokens.requests().is_empty());
+    setup.assert_nothing_resolved();
+    assert_no_requests(&[&tokens]);
     assert_no_credentials(&[&registry, &tokens]);
-    assert_eq!(
-        failure_of(&anyhow::Error::new(e)).reason,
-        reason::REGISTRY_NOT_ALLOWED
-    );
+    assert_reason_not_allowed(e);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -264,14 +290,9 @@ async fn realm_on_another_host_gets_credentials_only_when_allowed_plain() {
 
     // The registry is --insecure-registry, its realm is not: refused, nothing sent there.
     let setup = base();
-    let e = setup
-        .client()
-        .get_manifest(&setup.reference("app:v1"), "v1")
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = setup.manifest_error().await;
     not_allowed(&e);
-    assert!(tokens.requests().is_empty());
+    assert_no_requests(&[&tokens]);
     assert!(!setup.resolver.asked().contains(&"auth.test".to_string()));
     assert_no_credentials(&[&registry, &tokens]);
 
@@ -295,16 +316,11 @@ async fn metadata_realm_is_refused_before_any_lookup() {
         tokens.port()
     )));
     let setup = Setup::new(&registry.host()).resolve("metadata.google.internal", &["127.0.0.1"]);
-    let e = setup
-        .client()
-        .get_manifest(&setup.reference("app:v1"), "v1")
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = setup.manifest_error().await;
     not_allowed(&e);
     assert!(e.cause.contains("metadata"), "{e}");
-    assert_eq!(setup.resolver.asked(), Vec::<String>::new());
-    assert!(tokens.requests().is_empty());
+    setup.assert_nothing_resolved();
+    assert_no_requests(&[&tokens]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -313,12 +329,7 @@ async fn endless_token_reply_is_cut() {
     let registry = token_registry(bearer_challenge(&format!("http://{}/token", tokens.host())));
     let setup = Setup::new(&registry.host());
     let started = Instant::now();
-    let e = setup
-        .client()
-        .get_manifest(&setup.reference("app:v1"), "v1")
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = setup.manifest_error().await;
     assert_eq!(e.permanent_cause, Some(PermanentCause::Invalid), "{e}");
     assert!(e.cause.contains("larger than 64 KiB"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -334,12 +345,7 @@ async fn dripping_token_reply_times_out() {
     let registry = token_registry(bearer_challenge(&format!("http://{}/token", tokens.host())));
     let setup = Setup::new(&registry.host());
     let started = Instant::now();
-    let e = setup
-        .client()
-        .get_manifest(&setup.reference("app:v1"), "v1")
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = setup.manifest_error().await;
     assert!(e.is_transient(), "{e}");
     assert!(
         started.elapsed() < Duration::from_secs(6),
@@ -359,12 +365,7 @@ async fn garbage_challenges_are_clear_errors() {
     ] {
         let registry = token_registry(Reply::status(401).header("WWW-Authenticate", challenge));
         let setup = Setup::new(&registry.host());
-        let e = setup
-            .client()
-            .get_manifest(&setup.reference("app:v1"), "v1")
-            .await
-            .map(|_| ())
-            .unwrap_err();
+        let e = setup.manifest_error().await;
         assert!(!e.is_transient(), "{challenge}: {e}");
         assert!(e.cause.contains(expect), "{challenge}: {e}");
         assert_no_credentials(&[&registry]);
@@ -388,12 +389,7 @@ async fn bad_token_replies_are_refused() {
         let tokens = serve(move |_req: &Request| reply.clone());
         let registry = token_registry(bearer_challenge(&format!("http://{}/token", tokens.host())));
         let setup = Setup::new(&registry.host());
-        let e = setup
-            .client()
-            .get_manifest(&setup.reference("app:v1"), "v1")
-            .await
-            .map(|_| ())
-            .unwrap_err();
+        let e = setup.manifest_error().await;
         assert!(!e.is_transient(), "{e}");
         assert!(e.cause.contains(expect), "{expect}: {e}");
     }
@@ -545,15 +541,11 @@ async fn redirects_to_denied_or_plain_http_names_are_refused_before_lookup() {
                 .resolve("plain.test", &["127.0.0.1"]),
         );
         let digest = soci_format::oci::sha256_digest(b"{}");
-        let e = setup
-            .client()
-            .get_small_blob(&setup.reference("app:v1"), &digest)
-            .await
-            .unwrap_err();
+        let e = setup.small_blob_error(&digest).await;
         not_allowed(&e);
-        assert_eq!(setup.resolver.asked(), Vec::<String>::new());
+        setup.assert_nothing_resolved();
     }
-    assert!(other.requests().is_empty());
+    assert_no_requests(&[&other]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -566,11 +558,7 @@ async fn redirect_loops_stop_after_ten() {
     });
     let setup = Setup::new(&registry.host());
     let digest = soci_format::oci::sha256_digest(b"{}");
-    let e = setup
-        .client()
-        .get_small_blob(&setup.reference("app:v1"), &digest)
-        .await
-        .unwrap_err();
+    let e = setup.small_blob_error(&digest).await;
     assert!(e.cause.contains("redirect"), "{e}");
     // The /v2/ probe, the request, ten redirects followed.
     assert!(
@@ -593,20 +581,12 @@ async fn name_resolving_to_a_metadata_address_is_refused_before_connect() {
         "evil.test",
         &["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"],
     );
-    let e = setup
-        .client()
-        .get_manifest(&setup.reference("app:v1"), "v1")
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = setup.manifest_error().await;
     not_allowed(&e);
     assert!(e.cause.contains("evil.test"), "{e}");
     assert_eq!(setup.resolver.asked(), vec!["evil.test".to_string()]);
-    assert!(registry.requests().is_empty());
-    assert_eq!(
-        failure_of(&anyhow::Error::new(e)).reason,
-        reason::REGISTRY_NOT_ALLOWED
-    );
+    assert_no_requests(&[&registry]);
+    assert_reason_not_allowed(e);
 
     // A name with a metadata address among good ones: only the good ones are used.
     let setup = Setup::new(&name)
@@ -625,35 +605,22 @@ async fn registries_outside_the_allowed_list_or_in_the_denied_list_get_nothing()
     let allowed = token_server();
     let other = token_server();
     let setup = Setup::new(&other.host()).allowed(&allowed.host());
-    let e = setup
-        .client()
-        .get_manifest(&setup.reference("app:v1"), "v1")
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = setup.manifest_error().await;
     not_allowed(&e);
     assert!(e.cause.contains("--allowed-registries"), "{e}");
-    assert!(other.requests().is_empty());
+    assert_no_requests(&[&other]);
 
     let name = format!("blocked.test:{}", other.port());
     let setup = Setup::new(&name)
         .insecure(&name)
         .denied("*.test")
         .resolve("blocked.test", &["127.0.0.1"]);
-    let e = setup
-        .client()
-        .get_manifest(&setup.reference("app:v1"), "v1")
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = setup.manifest_error().await;
     not_allowed(&e);
     assert!(e.cause.contains("--denied-registries"), "{e}");
-    assert_eq!(setup.resolver.asked(), Vec::<String>::new());
-    assert!(other.requests().is_empty());
-    assert_eq!(
-        failure_of(&anyhow::Error::new(e)).reason,
-        reason::REGISTRY_NOT_ALLOWED
-    );
+    setup.assert_nothing_resolved();
+    assert_no_requests(&[&other]);
+    assert_reason_not_allowed(e);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -681,6 +648,6 @@ async fn spec_image_on_a_refused_registry_stalls_with_registry_not_allowed() {
         "{}",
         failure.message
     );
-    assert_eq!(setup.resolver.asked(), Vec::<String>::new());
-    assert!(registry.requests().is_empty());
+    setup.assert_nothing_resolved();
+    assert_no_requests(&[&registry]);
 }

@@ -87,6 +87,21 @@ pub(crate) async fn within<T>(limit: Duration, future: impl Future<Output = T>) 
 
 const SECONDS_10: Duration = Duration::from_secs(10);
 
+/// Reads the blob `desc` of `server`'s repository `a` to its end within 10 s: the registry
+/// error the read stops with, and how long it took.
+async fn read_to_error(server: &HostileServer, desc: &Descriptor) -> (RegistryError, Duration) {
+    let mut reader = RegistryBlobReader::new(client(), repo(server, "a"), desc);
+    let (result, took) = within(SECONDS_10, async {
+        while reader.next_chunk().await?.is_some() {}
+        anyhow::Ok(())
+    })
+    .await;
+    (
+        result.unwrap_err().downcast::<RegistryError>().unwrap(),
+        took,
+    )
+}
+
 fn permanent(e: &RegistryError, cause: PermanentCause, text: &str) {
     assert_eq!(e.permanent_cause, Some(cause), "{e}");
     assert!(e.to_string().contains(text), "{e}");
@@ -476,14 +491,7 @@ async fn a_dripped_blob_ends_at_the_deadline_its_size_allows() {
     let served = content.clone();
     let server =
         registry(move |_| Reply::status(200).drip(served.clone(), Duration::from_millis(50)));
-    let mut reader = RegistryBlobReader::new(client(), repo(&server, "a"), &desc);
-    let (result, took) = within(SECONDS_10, async {
-        while reader.next_chunk().await?.is_some() {}
-        anyhow::Ok(())
-    })
-    .await;
-    let error = result.unwrap_err();
-    let e = error.downcast_ref::<RegistryError>().unwrap();
+    let (e, took) = read_to_error(&server, &desc).await;
     assert!(e.is_transient(), "{e}");
     assert!(e.to_string().contains("too slow"), "{e}");
     // 1 s per request plus 10,000 bytes at 64 KiB/s.
@@ -498,16 +506,9 @@ async fn an_endless_blob_stops_one_chunk_past_its_descriptor() {
         1 << 20,
     );
     let server = registry(|_| Reply::endless(vec![b'x'; 64 << 10]));
-    let mut reader = RegistryBlobReader::new(client(), repo(&server, "a"), &desc);
-    let (result, _) = within(SECONDS_10, async {
-        while reader.next_chunk().await?.is_some() {}
-        anyhow::Ok(())
-    })
-    .await;
-    let error = result.unwrap_err();
-    let e = error.downcast_ref::<RegistryError>().unwrap();
+    let (e, _) = read_to_error(&server, &desc).await;
     permanent(
-        e,
+        &e,
         PermanentCause::DigestMismatch,
         "more than the descriptor's 1048576 bytes",
     );
