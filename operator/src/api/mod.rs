@@ -123,9 +123,11 @@ pub struct SociIndexSpec {
     /// pushed: the target image index (and so its tag, unless the tag was pushed again since),
     /// its SOCI index manifests and zTOC blobs. An in-place target gets its original image back
     /// under the tag instead (if the tag still holds ours); the source image is never touched.
-    /// Transient registry errors are retried with backoff while the object waits; a permanent
-    /// failure (a registry that refuses deletes, HTTP 405 / UNSUPPORTED; credentials that may
-    /// not delete) releases the finalizer with a Warning event and leaves the content in place.
+    /// Content another live SociIndex deploys is kept. Transient registry errors are retried
+    /// with backoff until the operator's `--cleanup-timeout` (default 10m) after the deletion;
+    /// then, or at once on a permanent failure (a registry that refuses deletes, HTTP 405 /
+    /// UNSUPPORTED; credentials that may not delete), the finalizer is released with a Warning
+    /// event naming what was left in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
     /// Settings of the worker Jobs.
@@ -194,12 +196,14 @@ pub enum DeletionPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
-    /// `kubernetes.io/dockerconfigjson` Secrets in this namespace.
+    /// `kubernetes.io/dockerconfigjson` Secrets in this namespace. Without them the object is
+    /// anonymous: the operator's own credentials serve only namespaces its admin names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_SECRET_REFS))]
     pub secret_refs: Vec<SecretRef>,
     /// The worker runs as this ServiceAccount (its pull secrets, workload identity); its token
-    /// is mounted.
+    /// is mounted. Only in namespaces the operator's admin allows (`--allow-spec-service-account`);
+    /// elsewhere the image stalls with `SpecNotAllowed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = limits::MAX_OBJECT_NAME),
