@@ -6,6 +6,7 @@ mod commands;
 mod controller;
 mod conversion;
 mod image;
+mod locks;
 mod progress;
 mod readiness;
 mod registry;

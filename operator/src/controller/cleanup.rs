@@ -895,7 +895,7 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
     };
     let error = match result {
         Ok(done) => {
-            FAILURES.lock().expect("lock").remove(&uid);
+            crate::locks::lock(&FAILURES).remove(&uid);
             let mut note = format!(
                 "deletionPolicy Delete: removed {} manifests and blobs ({} already gone)",
                 done.deleted, done.already_gone
@@ -914,7 +914,7 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
         Err(e) => e,
     };
     let failures = {
-        let mut map = FAILURES.lock().expect("lock");
+        let mut map = crate::locks::lock(&FAILURES);
         let n = map.entry(uid.clone()).or_default();
         *n = n.saturating_add(1);
         *n
@@ -949,7 +949,7 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
         }
         AfterFailure::GiveUp { reason, why } => {
             // Holding the object longer helps nobody: say what stays, and let it go.
-            FAILURES.lock().expect("lock").remove(&uid);
+            crate::locks::lock(&FAILURES).remove(&uid);
             let note = format!(
                 "{why}; the finalizer is released, and this stays in the registry: {}",
                 left_behind(&owned_targets(object.status.as_ref()))

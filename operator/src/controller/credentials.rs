@@ -122,7 +122,7 @@ pub fn anonymous(
 ) -> Result<Arc<RegistryClient>, Failure> {
     // No namespace is empty: the empty key is the anonymous client's.
     let key: Vec<String> = vec![];
-    if let Some(client) = cache.0.lock().expect("cache lock").get(&key) {
+    if let Some(client) = crate::locks::lock(&cache.0).get(&key) {
         return Ok(client.clone());
     }
     let client = Arc::new(
@@ -136,7 +136,7 @@ pub fn anonymous(
 }
 
 fn insert(cache: &CredentialCache, key: Vec<String>, client: Arc<RegistryClient>) {
-    let mut cache = cache.0.lock().expect("cache lock");
+    let mut cache = crate::locks::lock(&cache.0);
     if cache.len() >= CACHE_LIMIT {
         cache.clear();
     }
@@ -212,7 +212,7 @@ pub async fn registry_for(
         Source::Secrets => credentials.map(|c| c.secret_refs.as_slice()).unwrap_or(&[]),
     };
     let (key, secrets) = read_secrets(kube, namespace, refs).await?;
-    if let Some(client) = cache.0.lock().expect("cache lock").get(&key) {
+    if let Some(client) = crate::locks::lock(&cache.0).get(&key) {
         return Ok(client.clone());
     }
     let store = store_from_secrets(namespace, &secrets)?;

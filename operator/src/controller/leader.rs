@@ -168,7 +168,7 @@ impl Elector {
                 )
             })??;
         if attempt == Attempt::Holding {
-            *self.renewed.lock().expect("lock") = Some(started);
+            *crate::locks::lock(&self.renewed) = Some(started);
         }
         Ok(attempt)
     }
@@ -266,7 +266,7 @@ impl Elector {
         let mut last_attempt = Instant::now();
         let mut failed = false;
         loop {
-            let renewed = (*self.renewed.lock().expect("lock")).unwrap_or(last_attempt);
+            let renewed = (*crate::locks::lock(&self.renewed)).unwrap_or(last_attempt);
             match keep_step(renewed.elapsed(), last_attempt.elapsed(), failed) {
                 KeepStep::Sleep(pause) => tokio::time::sleep(pause).await,
                 KeepStep::Stop => {

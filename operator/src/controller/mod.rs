@@ -13,6 +13,7 @@ pub mod transitions;
 pub mod worker;
 
 use crate::api::{RECONCILE_REQUEST_ANNOTATION, SociIndex, SociIndexStatus};
+use crate::locks::lock;
 use crate::registry::RegistryClient;
 use anyhow::Context as _;
 use k8s_openapi::api::batch::v1::Job;
@@ -28,7 +29,7 @@ use prometheus::{
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use worker::WorkerOptions;
 
@@ -38,14 +39,6 @@ const ERROR_RETRY_FIRST: Duration = Duration::from_secs(5);
 const ERROR_RETRY_MAX: Duration = Duration::from_secs(300);
 /// The longest requeue a reconcile asks for (kube's scheduler adds it to an `Instant`).
 const MAX_REQUEUE: Duration = Duration::from_secs(40 * 24 * 3600);
-
-/// A lock that a panic elsewhere (caught at the reconcile boundary) has not made unusable: the
-/// data behind these locks is consistent between statements.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 pub struct Metrics {
     pub registry: Registry,

@@ -398,7 +398,7 @@ async fn prune_stats(ctx: Arc<Context>, stores: Vec<Store<SociIndex>>) {
         let uids: HashSet<String> = objects.iter().filter_map(|o| o.uid()).collect();
         ctx.full_checks.retain(|uid| uids.contains(uid));
         ctx.retries.retain(|uid| uids.contains(uid));
-        let mut stats = ctx.stats.lock().unwrap();
+        let mut stats = crate::locks::lock(&ctx.stats);
         stats.retain(|k| keys.contains(k));
         ctx.publish_stats(&stats);
     }

@@ -251,16 +251,16 @@ impl JobTracker {
     }
 
     pub fn add_store(&self, store: Store<Job>) {
-        self.stores.write().unwrap().push(store);
+        crate::locks::write(&self.stores).push(store);
     }
 
     /// A SociIndex store; its watch calls [`Self::mark_synced`] on its first complete list.
     pub fn add_index_store(&self, store: Store<SociIndex>) {
-        self.indexes.write().unwrap().push(store);
+        crate::locks::write(&self.indexes).push(store);
     }
 
     fn stores(&self) -> Vec<Store<Job>> {
-        self.stores.read().unwrap().clone()
+        crate::locks::read(&self.stores).clone()
     }
 
     /// Every SociIndex in the stores now.
@@ -287,7 +287,7 @@ impl JobTracker {
 
     /// Waits until every Job and SociIndex store has its initial list.
     pub async fn wait_ready(&self) {
-        let want = self.stores.read().unwrap().len() + self.indexes.read().unwrap().len();
+        let want = crate::locks::read(&self.stores).len() + crate::locks::read(&self.indexes).len();
         let mut rx = self.synced.subscribe();
         let _ = rx.wait_for(|n| *n >= want).await;
     }
@@ -299,7 +299,7 @@ impl JobTracker {
         build_key: &str,
         owner_uid: &str,
     ) {
-        self.pending.lock().unwrap().insert(
+        crate::locks::lock(&self.pending).insert(
             (namespace.to_string(), name.to_string()),
             Pending {
                 registry: registry_host(source),
@@ -327,7 +327,7 @@ impl JobTracker {
             .iter()
             .map(|j| (j.namespace().unwrap_or_default(), j.name_any()))
             .collect();
-        let mut pending = self.pending.lock().unwrap();
+        let mut pending = crate::locks::lock(&self.pending);
         pending.retain(|_, p| p.at.elapsed() < PENDING_TTL);
         let unseen = pending
             .iter()

@@ -37,7 +37,7 @@ impl RegistrySource {
     }
 
     fn cached(&self, digest: &str) -> Option<JsonEntry> {
-        self.json.lock().expect("lock").get(digest).cloned()
+        crate::locks::lock(&self.json).get(digest).cloned()
     }
 
     /// Fetches one JSON blob through the endpoint its media type calls for. Permanent
@@ -153,9 +153,7 @@ impl ImageSource for RegistrySource {
                 stack.extend(children(&desc, &bytes).into_iter().rev());
             }
         }
-        Ok(Box::new(Prefetched(
-            self.json.lock().expect("lock").clone(),
-        )))
+        Ok(Box::new(Prefetched(crate::locks::lock(&self.json).clone())))
     }
 
     async fn read_json(&self, desc: &Descriptor) -> Result<Option<Vec<u8>>> {

@@ -572,8 +572,8 @@ mod tests {
         assert!(filter_resolved("evil6.test", [a("[fd00:ec2::254]:0")]).is_err());
         assert!(filter_resolved("mapped.test", [a("[::ffff:169.254.169.254]:0")]).is_err());
         assert_eq!(
-            filter_resolved("mixed.test", [a("169.254.169.254:0"), a("10.0.0.1:0")]).unwrap(),
-            vec![a("10.0.0.1:0")]
+            filter_resolved("mixed.test", [a("169.254.169.254:0"), a("127.0.0.2:0")]).unwrap(),
+            vec![a("127.0.0.2:0")]
         );
         assert_eq!(
             filter_resolved("ok.test", [a("127.0.0.1:0")]).unwrap(),

@@ -412,7 +412,7 @@ impl RegistryClient {
             reference.repository.clone(),
             access,
         );
-        if let Some(cached) = self.authorizations.lock().expect("lock").get(&key)
+        if let Some(cached) = crate::locks::lock(&self.authorizations).get(&key)
             && cached.until.is_none_or(|t| Instant::now() < t)
         {
             return Ok(cached.header.clone());
@@ -447,7 +447,7 @@ impl RegistryClient {
             })
             .transpose()?;
         let until = lifetime.and_then(|l| Instant::now().checked_add(l));
-        self.authorizations.lock().expect("lock").insert(
+        crate::locks::lock(&self.authorizations).insert(
             key,
             CachedAuthorization {
                 header: header.clone(),
@@ -458,7 +458,7 @@ impl RegistryClient {
     }
 
     fn forget_authorization(&self, reference: &RegistryRef, access: Access) {
-        self.authorizations.lock().expect("lock").remove(&(
+        crate::locks::lock(&self.authorizations).remove(&(
             reference.registry.clone(),
             reference.repository.clone(),
             access,
