@@ -1,18 +1,8 @@
-//! `soci-operator`: builds and keeps SOCI indexes. This binary is the controller, the worker and
-//! the workstation tool at once; each role is a subcommand.
-
-mod api;
-mod commands;
-mod controller;
-mod conversion;
-mod image;
-mod locks;
-mod progress;
-mod readiness;
-mod registry;
-mod verification;
+//! `soci-operator`: the controller, the worker and the workstation tool, one subcommand each.
+//! This file only parses arguments and maps errors to exit codes; the rest is the library.
 
 use clap::{Parser, Subcommand};
+use soci_operator::{commands, exit, registry};
 use std::process::ExitCode;
 
 const EXIT_CODES_HELP: &str = "\
@@ -56,43 +46,6 @@ enum Command {
     /// The worker of a build Job: convert one image and report the result as JSON.
     #[command(after_help = EXIT_CODES_HELP)]
     Build(Box<commands::build::BuildArgs>),
-}
-
-/// Exit codes the controller acts on (documented in `--help` and the README).
-pub mod exit {
-    pub const PERMANENT_FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const TRANSIENT_FAILURE: u8 = 3;
-
-    /// An argument that is well-formed for clap but unusable (exit code 2).
-    #[derive(Debug)]
-    pub struct UsageError(pub String);
-
-    impl std::fmt::Display for UsageError {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(&self.0)
-        }
-    }
-
-    impl std::error::Error for UsageError {}
-
-    /// The exit code for a failure: transient only when a registry failure that exhausted
-    /// its retries is the cause.
-    pub fn code_for(error: &anyhow::Error) -> u8 {
-        for cause in error.chain() {
-            if cause.downcast_ref::<UsageError>().is_some() {
-                return USAGE;
-            }
-            if let Some(e) = cause.downcast_ref::<crate::registry::RegistryError>() {
-                return if e.is_transient() {
-                    TRANSIENT_FAILURE
-                } else {
-                    PERMANENT_FAILURE
-                };
-            }
-        }
-        PERMANENT_FAILURE
-    }
 }
 
 fn main() -> ExitCode {

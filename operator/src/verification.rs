@@ -20,7 +20,7 @@
 
 use crate::image::registry_io::RegistrySource;
 use crate::image::{BlobReader, ImageSource, VerifiedReader};
-use crate::readiness::{ImageEntries, JsonRead, MAX_LAYERS, image_entries};
+use crate::inspect_report::{ImageEntries, JsonRead, MAX_LAYERS, image_entries};
 use crate::registry::limits::{self, BODY_MEMORY, Held, append_counted};
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::Result;

@@ -15,7 +15,7 @@
 //! - [`convert`]: the `soci convert` / `soci create` plan, and assembly of the new JSON blobs.
 
 mod blob_hasher;
-pub mod convert;
+pub mod conversion_plan;
 pub mod flatbuf;
 #[doc(hidden)]
 pub mod fuzzing;

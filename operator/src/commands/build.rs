@@ -7,13 +7,13 @@ use super::registry_args::RegistryArgs;
 use crate::controller::plan::reason;
 use crate::controller::registry_check::failure_of;
 use crate::controller::worker::WorkerResult;
-use crate::conversion::{ConvertSettings, convert};
+use crate::conversion_engine::{ConvertSettings, convert};
 use crate::exit::UsageError;
 use crate::image::registry_io::{RegistrySink, RegistrySource};
 use crate::registry::RegistryRef;
 use anyhow::Result;
 use clap::Args;
-use soci_format::convert::{ConvertError, PlatformSelection};
+use soci_format::conversion_plan::{ConvertError, PlatformSelection};
 use soci_format::layer_indexer::IndexerLimits;
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 
 use super::IndexVersionArg;
 use super::registry_args::RegistryArgs;
-use crate::conversion::{ConvertReport, ConvertSettings, PlanReport, convert, plan, plan_report};
+use crate::conversion_engine::{ConvertReport, ConvertSettings, PlanReport, convert, plan, plan_report};
 use crate::exit::UsageError;
 use crate::image::layout_io::{LayoutSink, LayoutSource};
 use crate::image::registry_io::{RegistrySink, RegistrySource};
@@ -12,7 +12,7 @@ use crate::image::{ImageRef, ImageSource};
 use crate::registry::RegistryClient;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use soci_format::convert::PlatformSelection;
+use soci_format::conversion_plan::PlatformSelection;
 use soci_format::layer_indexer::IndexerLimits;
 use std::sync::Arc;
 

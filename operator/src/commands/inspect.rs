@@ -1,12 +1,12 @@
 //! `soci-operator inspect REF`: is this image ready to be lazily loaded, per platform and per
-//! layer (see `readiness.rs`). A report, not a check: exit code 0 whatever it finds.
+//! layer (see `inspect_report.rs`). A report, not a check: exit code 0 whatever it finds.
 
 use super::registry_args::RegistryArgs;
 use crate::exit::UsageError;
 use crate::image::ImageRef;
 use crate::image::layout_io::LayoutSource;
 use crate::image::registry_io::RegistrySource;
-use crate::readiness::{ImageReport, inspect};
+use crate::inspect_report::{ImageReport, inspect};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 

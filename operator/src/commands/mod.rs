@@ -16,7 +16,7 @@ pub enum IndexVersionArg {
     V2,
 }
 
-impl From<IndexVersionArg> for soci_format::convert::IndexVersion {
+impl From<IndexVersionArg> for soci_format::conversion_plan::IndexVersion {
     fn from(v: IndexVersionArg) -> Self {
         match v {
             IndexVersionArg::V1 => Self::V1,

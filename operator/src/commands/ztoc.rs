@@ -1,6 +1,6 @@
 //! `soci-operator ztoc LAYER_FILE`: the zTOC of one layer blob, for people and benchmarks.
 
-use crate::conversion::compression_of_media_type;
+use crate::conversion_engine::compression_of_media_type;
 use crate::image::layout_io::LAYER_READ_CHUNK;
 use anyhow::{Context, Result, bail};
 use clap::Args;

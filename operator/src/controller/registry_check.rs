@@ -8,7 +8,7 @@ use super::plan::{
 use crate::api::condition::{self, LAZY_LOAD_READY};
 use crate::api::{ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, TargetSpec};
 use crate::image::registry_io::RegistrySource;
-use crate::readiness::{ImageReport, PlatformReport, inspect_with};
+use crate::inspect_report::{ImageReport, PlatformReport, inspect_with};
 use crate::registry::digest::is_valid_digest;
 use crate::registry::error::PermanentCause;
 use crate::registry::limits;
@@ -348,7 +348,7 @@ pub async fn recheck_settled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::readiness::LayerStatus;
+    use crate::inspect_report::LayerStatus;
 
     fn layer(digest: &str, status: &'static str) -> LayerStatus {
         LayerStatus {

@@ -4,7 +4,7 @@ use super::layout::{LayoutWriter, OciLayout, ResolvedRoot};
 use super::{BlobReader, ImageSink, ImageSource, PutOutcome, VerifiedReader};
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use soci_format::convert::BlobSource;
+use soci_format::conversion_plan::BlobSource;
 use soci_format::oci::{Descriptor, Index};
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use layout::ResolvedRoot;
 use sha2::{Digest, Sha256};
-use soci_format::convert::BlobSource;
+use soci_format::conversion_plan::BlobSource;
 use soci_format::oci::Descriptor;
 use std::future::Future;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use crate::registry::referrers::referrer_descriptor;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::{Result, bail};
 use bytes::Bytes;
-use soci_format::convert::BlobSource;
+use soci_format::conversion_plan::BlobSource;
 use soci_format::oci::{self, Descriptor, Index, Manifest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -391,7 +391,7 @@ mod tests {
     use crate::controller::cleanup::registry_tests::{
         client, convert_settings, push_case, registry_with_case, runtime,
     };
-    use crate::conversion::convert;
+    use crate::conversion_engine::convert;
     use soci_testkit::registry::RegistryHttp;
 
     fn tagged(http: &RegistryHttp, repo: &str, tag: &str) -> String {

@@ -4,7 +4,7 @@
 //! found through the referrers API or tag schema), and per layer whether it has a zTOC, is too small, is in an
 //! unsupported compression, or names a zTOC that is missing.
 
-use crate::conversion::compression_of_media_type;
+use crate::conversion_engine::compression_of_media_type;
 use crate::image::ImageSource;
 use crate::registry::limits::{BODY_MEMORY, Held};
 use anyhow::{Result, anyhow, bail};

@@ -1,5 +1,5 @@
 //! The whole conversion of one image, whatever it is read from and written to:
-//! resolve and plan (pure, in `soci_format::convert`, over the source's small JSON blobs),
+//! resolve and plan (pure, in `soci_format::conversion_plan`, over the source's small JSON blobs),
 //! build the zTOCs of the planned layers in parallel (each streamed once from the source into
 //! a `LayerIndexer` on a blocking thread), assemble the new manifests and image index (pure),
 //! then write: blobs first (zTOCs, new JSON, the source's layers and configs), then manifests
@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use soci_format::convert::{
+use soci_format::conversion_plan::{
     ConversionPlan, ConvertOptions, IndexVersion, LayerPlan, LayerToIndex, PlatformSelection,
     ZtocInfo, plan_conversion,
 };
