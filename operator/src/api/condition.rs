@@ -52,11 +52,12 @@ impl Condition {
     pub fn new(
         type_: &str,
         status: ConditionStatus,
-        reason: &str,
+        reason: impl AsRef<str>,
         message: impl Into<String>,
     ) -> Self {
         let mut message = message.into();
         truncate(&mut message, MAX_MESSAGE);
+        let reason = reason.as_ref();
         let reason = if is_reason(reason) {
             reason
         } else {
@@ -83,6 +84,13 @@ pub fn is_reason(reason: &str) -> bool {
         [.., last] if !(last.is_ascii_alphanumeric() || *last == b'_') => false,
         _ => bytes.len() <= MAX_REASON && bytes.iter().all(inner),
     }
+}
+
+/// `text` in quotes, cut short (it may be as long as the API server admits).
+pub fn quote(text: &str) -> String {
+    let mut quoted = format!("{text:?}");
+    truncate(&mut quoted, 80);
+    quoted
 }
 
 /// Shortens `text` to at most `max` bytes on a character boundary, ending it with

@@ -4,16 +4,15 @@
 
 use super::IndexVersionArg;
 use super::registry_args::RegistryArgs;
-use crate::controller::plan::reason;
-use crate::controller::registry_check::failure_of;
 use crate::controller::worker::WorkerResult;
 use crate::conversion_engine::{ConvertSettings, convert};
 use crate::exit::UsageError;
 use crate::image::registry_io::{RegistrySink, RegistrySource};
+use crate::reason::failure_of;
 use crate::registry::RegistryRef;
 use anyhow::Result;
 use clap::Args;
-use soci_format::conversion_plan::{ConvertError, PlatformSelection};
+use soci_format::conversion_plan::PlatformSelection;
 use soci_format::layer_indexer::IndexerLimits;
 use std::path::PathBuf;
 
@@ -73,27 +72,11 @@ pub fn run(args: BuildArgs) -> Result<()> {
 }
 
 fn failure_result(error: &anyhow::Error) -> WorkerResult {
-    let code = crate::exit::code_for(error);
-    let mut failure = failure_of(error);
-    if error.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<ConvertError>(),
-            Some(ConvertError::EmptyIndex)
-        )
-    }) {
-        failure.reason = reason::NO_INDEXABLE_LAYERS.into();
-    }
+    let failure = failure_of(error);
     WorkerResult {
         ok: false,
-        error_class: Some(
-            if code == crate::exit::TRANSIENT_FAILURE {
-                "transient"
-            } else {
-                "permanent"
-            }
-            .into(),
-        ),
-        reason: Some(failure.reason),
+        error_class: Some(failure.class.as_str().into()),
+        reason: Some(failure.reason.as_str().into()),
         message: Some(format!("{error:#}")),
         ..Default::default()
     }

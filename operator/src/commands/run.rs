@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -187,7 +186,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
-            tokio::spawn(serve_metrics(listener, ctx.clone()));
+            tokio::spawn(crate::admin::serve(listener, ctx.clone()));
         }
         tracing::info!(worker_image = %ctx.worker.image, "soci-operator controller starting");
         let options = RunOptions {
@@ -205,7 +204,8 @@ fn duration_flag(flag: &str, text: &str, zero_allowed: bool) -> Result<Duration,
     if zero_allowed && text == "0" {
         return Ok(Duration::ZERO);
     }
-    plan::bounded_interval(text).map_err(|why| UsageError(format!("{flag} {why}")))
+    crate::controller::durations::bounded_interval(text)
+        .map_err(|why| UsageError(format!("{flag} {why}")))
 }
 
 /// `$POD_NAMESPACE`, else the in-cluster service account's namespace.
@@ -228,44 +228,6 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
-    }
-}
-
-/// A minimal HTTP/1.0 endpoint: enough for Prometheus and kubelet probes.
-async fn serve_metrics(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = stream.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = match path {
-                "/metrics" => {
-                    ctx.refresh_gauges();
-                    let families = ctx.metrics.registry.gather();
-                    let text = prometheus::TextEncoder::new()
-                        .encode_to_string(&families)
-                        .unwrap_or_default();
-                    ("200 OK", text)
-                }
-                "/healthz" => ("200 OK", "ok\n".to_string()),
-                "/readyz" if ctx.is_ready() => ("200 OK", "ok\n".to_string()),
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "watches not synced yet\n".to_string(),
-                ),
-                _ => ("404 Not Found", "not found\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
     }
 }
 

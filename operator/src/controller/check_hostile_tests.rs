@@ -163,7 +163,7 @@ fn not_bound(check: Result<TargetCheck, Failure>, text: &str) {
 fn failed(check: Result<TargetCheck, Failure>, class: FailureClass, why: &str, text: &str) {
     match check {
         Err(f) => {
-            assert_eq!((f.class, f.reason.as_str()), (class, why), "{}", f.message);
+            assert_eq!((f.class, f.reason), (class, why), "{}", f.message);
             assert!(f.message.contains(text), "{}", f.message);
         }
         other => panic!("expected a {why} failure, got {other:?}"),
@@ -223,7 +223,7 @@ async fn a_dripped_ztoc_is_a_transient_failure_in_bounded_time() {
     failed(
         check,
         FailureClass::Transient,
-        reason::REGISTRY_UNAVAILABLE,
+        Reason::RegistryUnavailable,
         "too slow",
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -243,7 +243,7 @@ async fn digests_in_manifests_that_are_paths_are_refused_before_any_request() {
         failed(
             check,
             FailureClass::Permanent,
-            reason::BUILD_FAILED,
+            Reason::BuildFailed,
             "is not a valid digest",
         );
         let paths: Vec<String> = api_requests(&server).into_iter().map(|r| r.path).collect();
@@ -351,7 +351,7 @@ async fn a_hostile_source_manifest_is_a_clear_failure_in_bounded_time() {
     failed(
         check,
         FailureClass::Permanent,
-        reason::BUILD_FAILED,
+        Reason::BuildFailed,
         "larger than the 4 MiB limit for a manifest or index",
     );
     let drip =
@@ -360,7 +360,7 @@ async fn a_hostile_source_manifest_is_a_clear_failure_in_bounded_time() {
     failed(
         check,
         FailureClass::Transient,
-        reason::REGISTRY_UNAVAILABLE,
+        Reason::RegistryUnavailable,
         "",
     );
     assert!(took < Duration::from_secs(4), "{took:?}");
@@ -433,7 +433,7 @@ fn benchmark_hostile_servers() {
 /// endless manifests, giant declared manifests, manifests of just under 4 MiB, dripping
 /// manifests, endless and giant zTOCs, giant error bodies, `Retry-After: 60`. Run alone, so the
 /// peak is this test's:
-/// `cargo test -p soci-operator --bin soci-operator -- --ignored --nocapture --exact controller::registry_check::hostile_tests::benchmark_hostile_full_checks`
+/// `cargo test -p soci-operator --lib -- --ignored --nocapture --exact controller::registry_check::hostile_tests::benchmark_hostile_full_checks`
 #[test]
 #[ignore = "benchmark: run alone, it prints the peak RSS"]
 fn benchmark_hostile_full_checks() {

@@ -10,15 +10,16 @@
 //! references.
 
 use super::Context;
-use super::plan::rfc3339;
-use super::plan::{Failure, FailureClass, backoff};
-use super::registry_check::failure_of;
+use super::durations::{backoff, rfc3339};
+use super::events::{EventAction, publish};
+use super::plan::{Failure, FailureClass};
 use super::slots::controlled_by;
 use super::worker::OWNER_UID_LABEL;
 use crate::api::condition::{self, RECONCILING, STALLED};
 use crate::api::{
     Condition, ConditionStatus, DeletionPolicy, SociIndex, SociIndexSpec, SociIndexStatus,
 };
+use crate::reason::failure_of;
 use crate::registry::error::PermanentCause;
 use crate::registry::{RegistryClient, RegistryError, RegistryRef};
 use anyhow::Context as _;
@@ -26,8 +27,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use soci_format::oci::{self, Index, Manifest};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{LazyLock, Mutex};
@@ -907,7 +907,7 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
                 note.push_str(&format!("; left: {}", done.left.join("; ")));
             }
             tracing::info!(%namespace, %name, "{note}");
-            publish(ctx, object, EventType::Normal, "CleanedUp", &note).await;
+            publish(ctx, object, false, EventAction::Delete, "CleanedUp", note).await;
             set_finalizer(object, ctx, false).await?;
             return Ok(Action::await_change());
         }
@@ -934,7 +934,15 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
                 ctx.cleanup_timeout.as_secs()
             );
             tracing::warn!(%namespace, %name, "{note}");
-            publish(ctx, object, EventType::Warning, CLEANUP_RETRYING, &note).await;
+            publish(
+                ctx,
+                object,
+                true,
+                EventAction::Delete,
+                CLEANUP_RETRYING,
+                note.clone(),
+            )
+            .await;
             let status = retrying_status(
                 object.status.as_ref(),
                 object.metadata.generation,
@@ -943,7 +951,7 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
             );
             let api: Api<SociIndex> = Api::namespaced(ctx.client.clone(), &namespace);
             if object.status.as_ref() != Some(&status) {
-                super::write_status(&api, &name, &status).await?;
+                super::status::write(&api, &name, &status).await?;
             }
             Ok(Action::requeue(wait))
         }
@@ -955,24 +963,10 @@ pub async fn on_delete(object: &SociIndex, ctx: &Context) -> anyhow::Result<Acti
                 left_behind(&owned_targets(object.status.as_ref()))
             );
             tracing::warn!(%namespace, %name, "{note}");
-            publish(ctx, object, EventType::Warning, reason, &note).await;
+            publish(ctx, object, true, EventAction::Delete, reason, note).await;
             set_finalizer(object, ctx, false).await?;
             Ok(Action::await_change())
         }
-    }
-}
-
-async fn publish(ctx: &Context, object: &SociIndex, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        // The API server caps an event note at 1 KiB.
-        note: Some(note.chars().take(1000).collect()),
-        action: "Delete".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::debug!(error = %e, "event not recorded");
     }
 }
 

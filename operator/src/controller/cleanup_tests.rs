@@ -570,7 +570,7 @@ fn a_permanent_cleanup_failure_gives_up_at_once() {
         other => panic!("{other:?}"),
     }
     let gone_secret = CleanupError::Credentials(crate::controller::plan::Failure::permanent(
-        "Unauthorized",
+        crate::reason::Reason::Unauthorized,
         "Secret team/regcred (spec.credentials.secretRefs) not found",
     ));
     assert!(matches!(

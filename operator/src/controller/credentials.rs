@@ -4,9 +4,10 @@
 //! Without any, a SociIndex is anonymous, except in the namespaces the admin names with
 //! `--operator-credentials-namespaces`, where the operator's own `--registry-config` serves.
 
-use super::plan::{Failure, FailureClass, reason};
+use super::plan::{Failure, FailureClass};
 use super::worker::NamespaceSet;
 use crate::api::Credentials;
+use crate::reason::Reason;
 use crate::registry::RegistryClient;
 use crate::registry::auth::CredentialStore;
 use k8s_openapi::api::core::v1::Secret;
@@ -34,7 +35,7 @@ pub fn store_from_secrets(
         let Some(secret) = secret else {
             // Transient: creating the Secret later is enough, no spec change needed.
             return Err(Failure::transient(
-                reason::UNAUTHORIZED,
+                Reason::Unauthorized,
                 format!("{what} not found"),
             ));
         };
@@ -49,19 +50,19 @@ pub fn store_from_secrets(
             wrapped
         } else {
             return Err(Failure::permanent(
-                reason::UNAUTHORIZED,
+                Reason::Unauthorized,
                 format!(
                     "{what} has neither .dockerconfigjson nor .dockercfg (type kubernetes.io/dockerconfigjson expected)"
                 ),
             ));
         };
         let store = CredentialStore::from_json(&config, what.clone())
-            .map_err(|e| Failure::permanent(reason::UNAUTHORIZED, format!("{e:#}")))?;
+            .map_err(|e| Failure::permanent(Reason::Unauthorized, format!("{e:#}")))?;
         if store.has_helpers() {
             // A helper is a program the operator (and the worker) would run under its own
             // identity, a cloud one included: a tenant names credentials, not programs.
             return Err(Failure::permanent(
-                reason::UNAUTHORIZED,
+                Reason::Unauthorized,
                 format!(
                     "{what} names credential helpers (credHelpers / credsStore), which a SociIndex's Secret may not: give static auths"
                 ),
@@ -128,7 +129,7 @@ pub fn anonymous(
     let client = Arc::new(
         base.with_credentials(CredentialStore::default())
             .map_err(|e| {
-                Failure::permanent(reason::UNAUTHORIZED, format!("registry client: {e:#}"))
+                Failure::permanent(Reason::Unauthorized, format!("registry client: {e:#}"))
             })?,
     );
     insert(cache, key, client.clone());
@@ -156,7 +157,7 @@ async fn read_secrets(
     for r in refs {
         let secret = api.get_opt(&r.name).await.map_err(|e| {
             Failure::transient(
-                reason::UNAUTHORIZED,
+                Reason::Unauthorized,
                 format!("reading Secret {namespace}/{}: {e}", r.name),
             )
         })?;
@@ -192,7 +193,7 @@ pub async fn cleanup_registry(
     })?;
     base.with_credentials(store)
         .map(Arc::new)
-        .map_err(|e| Failure::permanent(reason::UNAUTHORIZED, format!("registry client: {e:#}")))
+        .map_err(|e| Failure::permanent(Reason::Unauthorized, format!("registry client: {e:#}")))
 }
 
 /// The client for a SociIndex's checks, by [`source`]: one with its Secrets' credentials
@@ -217,7 +218,7 @@ pub async fn registry_for(
     }
     let store = store_from_secrets(namespace, &secrets)?;
     let client = Arc::new(base.with_credentials(store).map_err(|e| {
-        Failure::permanent(reason::UNAUTHORIZED, format!("registry client: {e:#}"))
+        Failure::permanent(Reason::Unauthorized, format!("registry client: {e:#}"))
     })?);
     insert(cache, key, client.clone());
     Ok(client)
@@ -280,7 +281,7 @@ mod tests {
             )
             .unwrap_err();
             assert_eq!(refused.class, FailureClass::Permanent, "{refused:?}");
-            assert_eq!(refused.reason, reason::UNAUTHORIZED);
+            assert_eq!(refused.reason, Reason::Unauthorized);
             assert!(
                 refused.message.contains("credential helpers"),
                 "{}",
@@ -297,7 +298,7 @@ mod tests {
         let wrong =
             store_from_secrets("ns", &[("tls".into(), secret("tls.crt", "x"))]).unwrap_err();
         assert_eq!(wrong.class, FailureClass::Permanent);
-        assert_eq!(wrong.reason, reason::UNAUTHORIZED);
+        assert_eq!(wrong.reason, Reason::Unauthorized);
         let garbage = store_from_secrets("ns", &[("bad".into(), secret(".dockerconfigjson", "{"))])
             .unwrap_err();
         assert_eq!(garbage.class, FailureClass::Permanent);
@@ -364,8 +365,8 @@ mod tests {
                 .unwrap();
             let refused = resolve(&tenant, &image, None, "web").await.unwrap_err();
             assert_eq!(
-                (refused.class, refused.reason.as_str()),
-                (FailureClass::Permanent, reason::UNAUTHORIZED),
+                (refused.class, refused.reason),
+                (FailureClass::Permanent, Reason::Unauthorized),
                 "{}",
                 refused.message
             );

@@ -2,40 +2,18 @@
 //! the target tag holds a valid SOCI binding of that digest. [`target_binding`] is the one seam
 //! where the stricter `verify` logic (operator/src/verification.rs) will plug in.
 
-use super::plan::{
-    BuildSettings, Failure, ImageObservation, Resolved, TargetCheck, reason, target_reference,
-};
+use super::naming::target_reference;
+use super::plan::{BuildSettings, Failure, ImageObservation, Resolved, TargetCheck};
 use crate::api::condition::{self, LAZY_LOAD_READY};
 use crate::api::{ConditionStatus, ImageStatus, IndexVersion, PlatformStatus, TargetSpec};
 use crate::image::registry_io::RegistrySource;
 use crate::inspect_report::{ImageReport, PlatformReport, inspect_with};
+use crate::reason::{Reason, failure_of};
 use crate::registry::digest::is_valid_digest;
-use crate::registry::error::PermanentCause;
-use crate::registry::limits;
-use crate::registry::{RegistryClient, RegistryError, RegistryRef};
+
+use crate::registry::{RegistryClient, RegistryRef};
 use crate::verification::verify_binding;
 use std::sync::Arc;
-
-/// Maps a registry failure to the reason and class the plan acts on. The message goes into a
-/// status and Events: no URL query strings (pre-signed URLs), bounded length.
-pub fn failure_of(error: &anyhow::Error) -> Failure {
-    let message = limits::sanitize(&format!("{error:#}"), limits::MESSAGE_CHARS);
-    for cause in error.chain() {
-        if let Some(e) = cause.downcast_ref::<RegistryError>() {
-            if e.is_transient() {
-                return Failure::transient(reason::REGISTRY_UNAVAILABLE, message);
-            }
-            let why = match e.permanent_cause {
-                Some(PermanentCause::NotFound) => reason::IMAGE_NOT_FOUND,
-                Some(PermanentCause::Unauthorized) => reason::UNAUTHORIZED,
-                Some(PermanentCause::NotAllowed) => reason::REGISTRY_NOT_ALLOWED,
-                _ => reason::BUILD_FAILED,
-            };
-            return Failure::permanent(why, message);
-        }
-    }
-    Failure::permanent(reason::BUILD_FAILED, message)
-}
 
 /// Resolves the spec image to `repo@digest` and computes its target tag reference.
 pub async fn resolve(
@@ -45,16 +23,16 @@ pub async fn resolve(
     image_name: &str,
 ) -> Result<Resolved, Failure> {
     let source = RegistryRef::parse(image)
-        .map_err(|e| Failure::permanent(reason::INVALID_REFERENCE, format!("spec image: {e:#}")))?;
+        .map_err(|e| Failure::permanent(Reason::InvalidReference, format!("spec image: {e:#}")))?;
     let target = target_reference(&source, target, image_name)
-        .map_err(|m| Failure::permanent(reason::INVALID_REFERENCE, m))?;
+        .map_err(|m| Failure::permanent(Reason::InvalidReference, m))?;
     let found = client
         .get_manifest(&source, source.manifest_reference())
         .await
         .map_err(|e| failure_of(&e.into()))?;
     let Some(found) = found else {
         return Err(Failure::permanent(
-            reason::IMAGE_NOT_FOUND,
+            Reason::ImageNotFound,
             format!("{source}: no such tag or digest in the registry"),
         ));
     };
@@ -74,7 +52,7 @@ pub async fn target_binding(
     settings: &BuildSettings,
 ) -> Result<TargetCheck, Failure> {
     let target = RegistryRef::parse(&resolved.target)
-        .map_err(|e| Failure::permanent(reason::INVALID_REFERENCE, format!("{e:#}")))?;
+        .map_err(|e| Failure::permanent(Reason::InvalidReference, format!("{e:#}")))?;
     let Some(found) = client
         .get_manifest(&target, target.manifest_reference())
         .await
@@ -85,7 +63,7 @@ pub async fn target_binding(
     // Only its digest is needed from here on; the bytes (up to 4 MiB) go now.
     let found_digest = found.digest;
     let source = RegistryRef::parse(&resolved.source)
-        .map_err(|e| Failure::permanent(reason::INVALID_REFERENCE, format!("{e:#}")))?;
+        .map_err(|e| Failure::permanent(Reason::InvalidReference, format!("{e:#}")))?;
     let min = settings.min_layer_size;
     // The source's layers are compared, not its bindings; a v2 target needs no v1 look-up.
     let source_report = inspect_with(&RegistrySource::new(client.clone(), source), min, false)
@@ -274,7 +252,7 @@ pub fn settled_image(
 ) -> Option<SettledImage> {
     let lazy = condition::find(&before.conditions, LAZY_LOAD_READY)?;
     if lazy.status != ConditionStatus::True
-        || lazy.reason != reason::VERIFIED
+        || lazy.reason != Reason::Verified.as_str()
         || before.image != spec_image
         || before.platforms.is_empty()
     {
@@ -620,7 +598,7 @@ mod tests {
             conditions: vec![crate::api::Condition::new(
                 LAZY_LOAD_READY,
                 ConditionStatus::True,
-                reason::VERIFIED,
+                Reason::Verified,
                 "deploy",
             )],
             ..Default::default()
@@ -693,7 +671,7 @@ mod tests {
         assert!(settled_image("web", image, None, &good).is_some());
         let mut building = good.clone();
         building.conditions[0].status = ConditionStatus::Unknown;
-        building.conditions[0].reason = reason::BUILDING.into();
+        building.conditions[0].reason = Reason::Building.to_string();
         let mut other_image = good.clone();
         other_image.image = "reg:5000/app:v2".into();
         let mut other_target = good.clone();
@@ -744,40 +722,4 @@ mod tests {
             );
         }
     }
-
-    #[test]
-    fn failure_messages_lose_url_queries_and_are_bounded() {
-        let error: anyhow::Error = RegistryError::transient(
-            "GET blob sha256:x in r/a",
-            "error sending request for url (https://bucket.s3.example/x?X-Amz-Signature=abc&X-Amz-Security-Token=tok)",
-        )
-        .into();
-        let error = error.context(format!("reading layer, then {}", "z".repeat(100_000)));
-        let failure = failure_of(&error);
-        assert!(!failure.message.contains("X-Amz"), "{}", failure.message);
-        assert!(!failure.message.contains("tok"), "{}", failure.message);
-        assert!(failure.message.chars().count() <= limits::MESSAGE_CHARS + 10);
-        assert_eq!(failure.class, super::super::plan::FailureClass::Transient);
-    }
-
-    #[test]
-    fn registry_errors_map_to_reasons_and_classes() {
-        let not_found: anyhow::Error =
-            RegistryError::permanent(PermanentCause::NotFound, "GET x", "404").into();
-        assert_eq!(failure_of(&not_found).reason, reason::IMAGE_NOT_FOUND);
-        let denied: anyhow::Error =
-            RegistryError::permanent(PermanentCause::Unauthorized, "GET x", "401").into();
-        assert_eq!(failure_of(&denied).reason, reason::UNAUTHORIZED);
-        let flaky: anyhow::Error = RegistryError::transient("GET x", "503").into();
-        let f = failure_of(&flaky);
-        assert_eq!(f.class, super::super::plan::FailureClass::Transient);
-    }
 }
-
-#[cfg(test)]
-#[path = "settled_registry_tests.rs"]
-mod registry_tests;
-
-#[cfg(test)]
-#[path = "check_hostile_tests.rs"]
-mod hostile_tests;

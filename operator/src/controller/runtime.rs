@@ -3,10 +3,12 @@
 //! watches behind the Job caps and the Job metrics, leader election, readiness, and Events.
 
 use super::leader::Elector;
+use super::reconcile::{ReconcileError, error_policy, reconcile};
 use super::slots::{JobPhase, phase};
 use super::worker::{MANAGED_BY, MANAGED_BY_LABEL, WorkerResult};
-use super::{Context, ReconcileError, error_policy, plan, reconcile, report_status};
+use super::{Context, plan, status};
 use crate::api::{SociIndex, SociIndexStatus};
+use crate::reason::Reason;
 use anyhow::Context as _;
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
@@ -14,7 +16,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -267,7 +268,7 @@ pub fn boundary_status(
         ReconcileError::Panicked(message) => Some(plan::stalled_status(
             previous,
             generation,
-            plan::reason::INTERNAL_ERROR,
+            Reason::InternalError,
             &format!(
                 "the reconcile panicked (a bug in soci-operator; it is retried with backoff): {message}"
             ),
@@ -276,7 +277,7 @@ pub fn boundary_status(
         ReconcileError::TimedOut(after) => Some(plan::retrying_status(
             previous,
             generation,
-            plan::reason::RECONCILE_TIMEOUT,
+            Reason::ReconcileTimeout,
             &format!(
                 "the reconcile did not finish within {} (--reconcile-timeout): abandoned, retried with backoff",
                 humantime(*after)
@@ -334,7 +335,7 @@ async fn reconcile_at_boundary(
         ) else {
             return Ok(());
         };
-        report_status(&ctx, &current, &status, 0).await
+        status::report(&ctx, &current, &status, 0).await
     };
     match tokio::time::timeout(BOUNDARY_WRITE_GRACE, write).await {
         Ok(Ok(())) => {}
@@ -540,30 +541,6 @@ async fn indexed_bytes(client: &Client, job: &Job) -> Option<u64> {
     })
 }
 
-/// Publishes one Event about `object` (failures are logged, never fail the reconcile).
-pub async fn publish(ctx: &Context, object: &SociIndex, warning: bool, reason: &str, note: String) {
-    let mut note = note;
-    crate::api::condition::truncate(&mut note, 1000);
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_string(),
-        note: Some(note),
-        action: if reason.starts_with("Build") {
-            "Build".into()
-        } else {
-            "Reconcile".into()
-        },
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::warn!(error = %e, name = %object.name_any(), %reason, "publishing an Event");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,7 +695,7 @@ mod tests {
             "what was pushed stays recorded"
         );
         // Written with the normal status write.
-        let patch = super::super::status_patch(&stalled);
+        let patch = crate::controller::status::patch(&stalled);
         assert_eq!(
             patch["status"]["conditions"][1]["reason"],
             serde_json::json!("InternalError")

@@ -44,7 +44,7 @@ fn a_settled_image_costs_one_head_per_tag_and_notices_every_move() {
     before.conditions = vec![Condition::new(
         LAZY_LOAD_READY,
         ConditionStatus::True,
-        reason::VERIFIED,
+        Reason::Verified,
         "deploy",
     )];
     let settled = settled_image("app", &source, None, &before).expect("settled");

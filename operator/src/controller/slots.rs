@@ -8,7 +8,8 @@
 //! a SociIndex that is in the SociIndex stores now, in the Job's namespace, and it is not
 //! suspended.
 
-use super::plan::{Capacity, registry_host};
+use super::naming::registry_host;
+use super::plan::Capacity;
 use super::worker::{BUILD_KEY_LABEL, DEFAULT_DEADLINE_SECONDS, SOURCE_ANNOTATION};
 use crate::api::SociIndex;
 use k8s_openapi::api::batch::v1::Job;

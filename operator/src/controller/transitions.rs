@@ -3,9 +3,9 @@
 //! are pure (old status vs new status), so an Event is emitted once per transition, never on
 //! every reconcile.
 
-use super::plan::reason;
 use crate::api::condition::{self, LAZY_LOAD_READY, STALLED};
 use crate::api::{ConditionStatus, ImageStatus, SociIndexStatus};
+use crate::reason::Reason;
 use std::collections::{BTreeMap, HashMap};
 
 pub const BUILD_STARTED: &str = "BuildStarted";
@@ -100,13 +100,11 @@ pub fn transitions(old: Option<&SociIndexStatus>, new: &SociIndexStatus) -> Vec<
 }
 
 fn is_build_failure(why: &str) -> bool {
-    [
-        reason::BUILD_FAILED,
-        reason::VERIFICATION_FAILED,
-        reason::DEADLINE_EXCEEDED,
-        reason::NO_INDEXABLE_LAYERS,
-    ]
-    .contains(&why)
+    use Reason::*;
+    matches!(
+        Reason::parse(why),
+        Some(BuildFailed | VerificationFailed | DeadlineExceeded | NoIndexableLayers)
+    )
 }
 
 /// What each object contributes to the gauges, keyed `namespace/name`.

@@ -2,8 +2,9 @@
 //! build`, how the worker reports (JSON in its termination message), and how a finished Job is
 //! read back into a [`JobState`].
 
-use super::plan::{BuildRequest, Failure, FailureClass, JobState, ObservedJob, reason};
+use super::plan::{BuildRequest, Failure, FailureClass, JobState, ObservedJob};
 use crate::api::{IndexVersion, SociIndex, SociIndexSpec};
+use crate::reason::Reason;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, KeyToPath, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -19,7 +20,7 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "soci-operator";
 pub const OWNER_UID_LABEL: &str = "soci.dev/owner-uid";
 pub const IMAGE_LABEL: &str = "soci.dev/image";
-/// [`super::plan::build_key`]: Jobs of other SociIndexes building the same bytes are found by it.
+/// [`super::naming::build_key`]: Jobs of other SociIndexes building the same bytes are found by it.
 pub const BUILD_KEY_LABEL: &str = "soci.dev/build-key";
 pub const SOURCE_ANNOTATION: &str = "soci.dev/source";
 pub const TARGET_ANNOTATION: &str = "soci.dev/target";
@@ -130,7 +131,7 @@ pub struct TenantPolicy {
 pub fn admit(namespace: &str, spec: &SociIndexSpec, policy: &TenantPolicy) -> Result<(), Failure> {
     let refused = |field: &str, flag: &str, value: &str| {
         Failure::permanent(
-            reason::SPEC_NOT_ALLOWED,
+            Reason::SpecNotAllowed,
             format!(
                 "{field} {value} is not allowed in namespace {namespace}: the operator honours it only in the namespaces {flag} names; remove it, or ask the cluster admin"
             ),
@@ -463,7 +464,7 @@ pub fn job_failure(
 ) -> Failure {
     if job_reason == "DeadlineExceeded" {
         return Failure::permanent(
-            reason::DEADLINE_EXCEEDED,
+            Reason::DeadlineExceeded,
             format!(
                 "the build ran past spec.job.activeDeadlineSeconds and was stopped ({job_message})"
             ),
@@ -471,18 +472,23 @@ pub fn job_failure(
     }
     let Some((exit_code, message)) = termination else {
         return Failure::transient(
-            reason::BUILD_FAILED,
+            Reason::BuildFailed,
             format!("the worker failed without a result ({job_reason}: {job_message})"),
         );
     };
     if let Ok(result) = serde_json::from_str::<WorkerResult>(message.trim()) {
         let class = match result.error_class.as_deref() {
-            Some("transient") => FailureClass::Transient,
+            Some(text) if text == FailureClass::Transient.as_str() => FailureClass::Transient,
             _ => FailureClass::Permanent,
         };
         return Failure {
             class,
-            reason: result.reason.unwrap_or_else(|| reason::BUILD_FAILED.into()),
+            // A reason this version does not know (a newer worker) is a build failure.
+            reason: result
+                .reason
+                .as_deref()
+                .and_then(Reason::parse)
+                .unwrap_or(Reason::BuildFailed),
             message: result
                 .message
                 .unwrap_or_else(|| format!("exit code {exit_code}")),
@@ -499,10 +505,10 @@ pub fn job_failure(
         .rev()
         .collect();
     let text = format!("exit code {exit_code}: {tail}");
-    if exit_code == i32::from(crate::exit::TRANSIENT_FAILURE) || exit_code == 137 {
-        Failure::transient(reason::BUILD_FAILED, text)
-    } else {
-        Failure::permanent(reason::BUILD_FAILED, text)
+    Failure {
+        class: FailureClass::of_exit_code(exit_code),
+        reason: Reason::BuildFailed,
+        message: text,
     }
 }
 
@@ -686,27 +692,27 @@ mod tests {
         let result = serde_json::to_string(&WorkerResult {
             ok: false,
             error_class: Some("permanent".into()),
-            reason: Some(reason::IMAGE_NOT_FOUND.into()),
+            reason: Some(Reason::ImageNotFound.to_string()),
             message: Some("no such manifest".into()),
             ..Default::default()
         })
         .unwrap();
         let f = job_failure("BackoffLimitExceeded", "", Some((1, result)));
         assert_eq!(
-            (f.class, f.reason.as_str()),
-            (FailureClass::Permanent, reason::IMAGE_NOT_FOUND)
+            (f.class, f.reason),
+            (FailureClass::Permanent, Reason::ImageNotFound)
         );
         let f = job_failure("BackoffLimitExceeded", "", Some((3, "error: 503".into())));
         assert_eq!(f.class, FailureClass::Transient);
         let f = job_failure("BackoffLimitExceeded", "", Some((1, "error: bad".into())));
         assert_eq!(
-            (f.class, f.reason.as_str()),
-            (FailureClass::Permanent, reason::BUILD_FAILED)
+            (f.class, f.reason),
+            (FailureClass::Permanent, Reason::BuildFailed)
         );
         let f = job_failure("DeadlineExceeded", "too slow", None);
         assert_eq!(
-            (f.class, f.reason.as_str()),
-            (FailureClass::Permanent, reason::DEADLINE_EXCEEDED)
+            (f.class, f.reason),
+            (FailureClass::Permanent, Reason::DeadlineExceeded)
         );
         let f = job_failure("BackoffLimitExceeded", "", None);
         assert_eq!(f.class, FailureClass::Transient);
@@ -782,8 +788,8 @@ mod tests {
             set(&mut o);
             let refused = admit("team", &o.spec, &deny).expect_err(what);
             assert_eq!(
-                (refused.class, refused.reason.as_str()),
-                (FailureClass::Permanent, reason::SPEC_NOT_ALLOWED),
+                (refused.class, refused.reason),
+                (FailureClass::Permanent, Reason::SpecNotAllowed),
                 "{what}"
             );
             assert!(refused.message.contains(what), "{}", refused.message);

@@ -8,9 +8,9 @@ use super::auth::CredentialStore;
 use super::client::Access;
 use super::error::{PermanentCause, RegistryError};
 use super::{RegistryClient, RegistryOptions, RegistryRef, RetryPolicy};
-use crate::controller::plan::reason;
-use crate::controller::registry_check::failure_of;
 use crate::image::BytesReader;
+use crate::reason::Reason;
+use crate::reason::failure_of;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use soci_format::oci::Descriptor;
 use soci_testkit::hostile::{HostileServer, Reply, Request};
@@ -206,7 +206,7 @@ fn not_allowed(e: &RegistryError) {
 fn assert_reason_not_allowed(e: RegistryError) {
     assert_eq!(
         failure_of(&anyhow::Error::new(e)).reason,
-        reason::REGISTRY_NOT_ALLOWED
+        Reason::RegistryNotAllowed
     );
 }
 
@@ -642,7 +642,7 @@ async fn spec_image_on_a_refused_registry_stalls_with_registry_not_allowed() {
     .map(|_| ())
     .unwrap_err();
     assert_eq!(failure.class, FailureClass::Permanent);
-    assert_eq!(failure.reason, reason::REGISTRY_NOT_ALLOWED);
+    assert_eq!(failure.reason, Reason::RegistryNotAllowed);
     assert!(
         failure.message.contains("--denied-registries"),
         "{}",

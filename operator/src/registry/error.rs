@@ -6,13 +6,9 @@ use super::limits::{MESSAGE_CHARS, REGISTRY_TEXT_CHARS, sanitize};
 use std::fmt;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// 5xx, 429, 408, connection refused or reset, timeouts, truncated bodies.
-    Transient,
-    /// 401/403, 404, digest or size mismatch, malformed content, other 4xx.
-    Permanent,
-}
+/// Transient: 5xx, 429, 408, connection refused or reset, timeouts, truncated bodies.
+/// Permanent: 401/403, 404, digest or size mismatch, malformed content, other 4xx.
+pub use crate::reason::FailureClass;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PermanentCause {

@@ -472,7 +472,7 @@ async fn a_pre_signed_redirect_url_never_reaches_an_error_message() {
     let error = result.unwrap_err();
     assert!(!bucket.requests().is_empty(), "the redirect was followed");
     assert!(format!("{error:#}").contains("redirect"), "{error:#}");
-    let failure = crate::controller::registry_check::failure_of(&error);
+    let failure = crate::reason::failure_of(&error);
     for text in [format!("{error:#}"), failure.message] {
         assert!(!text.contains("s3cr3t"), "{text}");
         assert!(!text.contains("AKIAEXAMPLE"), "{text}");

@@ -21,11 +21,8 @@ pub struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub media_type: String,
     pub digest: String,
-    /// The bytes' share of the process's registry body memory, given back when dropped.
-    #[expect(
-        dead_code,
-        reason = "kept for its Drop: the bytes stay counted while kept"
-    )]
+    /// The bytes' share of the process's registry body memory, given back when dropped (kept
+    /// for its Drop: the bytes stay counted while kept).
     pub memory: limits::Held,
 }
 

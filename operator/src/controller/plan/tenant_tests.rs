@@ -2,6 +2,7 @@
 //! and targets named by SociIndexes in two namespaces.
 
 use super::*;
+use crate::api::{ImageStatus, SociIndex};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 const REG: &str = "127.0.0.1:5000";
@@ -108,8 +109,8 @@ fn a_target_another_namespace_named_first_with_another_source_is_a_conflict() {
     let other_source = second_into_v1_soci(&format!("{REG}/app:v2"));
     let f = conflict_of(&other_source, &[&first], D_B).expect("a conflict");
     assert_eq!(
-        (f.class, f.reason.as_str()),
-        (FailureClass::Permanent, reason::TARGET_CONFLICT)
+        (f.class, f.reason),
+        (FailureClass::Permanent, Reason::TargetConflict)
     );
     assert!(f.message.contains("ns-a/first"), "{}", f.message);
     assert!(
@@ -169,11 +170,11 @@ fn a_conflicting_image_stalls_without_a_job_and_says_with_whom() {
     assert!(p.create.is_empty(), "{:?}", p.create);
     let l = lazy(&p);
     assert_eq!(
-        (l.status, l.reason.as_str()),
-        (ConditionStatus::False, reason::TARGET_CONFLICT)
+        (l.status, Reason::parse(&l.reason).unwrap()),
+        (ConditionStatus::False, Reason::TargetConflict)
     );
     let stalled = condition::find(&p.status.conditions, STALLED).expect("Stalled");
-    assert_eq!(stalled.reason, reason::TARGET_CONFLICT);
+    assert_eq!(stalled.reason, Reason::TargetConflict);
     assert!(
         stalled.message.contains("ns-a/first"),
         "{}",
@@ -203,8 +204,8 @@ fn one_namespace_cannot_take_every_job_slot() {
     assert_eq!(p.queued, 1);
     let l = lazy(&p);
     assert_eq!(
-        (l.status, l.reason.as_str()),
-        (ConditionStatus::Unknown, reason::QUEUED)
+        (l.status, Reason::parse(&l.reason).unwrap()),
+        (ConditionStatus::Unknown, Reason::Queued)
     );
     assert!(
         l.message.contains("--max-jobs-per-namespace"),
