@@ -229,3 +229,7 @@ mod tests {
         assert_eq!(lock(&retries.failures).len(), 1);
     }
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod api_tests;
