@@ -29,13 +29,22 @@ fn row(name: &'static str, want: (&'static str, Reason, ConditionStatus, Standin
         name,
         target: Ok(TargetCheck::Missing),
         job: None,
-        previous: ImageStatus::default(),
+        previous: deployable_before(),
         honour_stalls: true,
         elsewhere: false,
         capacity: Capacity::default(),
         want,
         creates: false,
         deletes: &[],
+    }
+}
+
+/// What an image verified before keeps: the last deployable target.
+fn deployable_before() -> ImageStatus {
+    ImageStatus {
+        deploy: Some(format!("{TARGET}@sha256:old")),
+        target_digest: Some("sha256:old".into()),
+        ..Default::default()
     }
 }
 
@@ -271,66 +280,18 @@ fn each_rule_decides_its_own_case() {
         // Only a Job that starts takes a slot.
         let taken = capacity.active_total - row.capacity.active_total;
         assert_eq!(taken, usize::from(verdict.create.is_some()), "{}", row.name);
+        // Only a bound target is deployable; a failed check keeps the last one.
+        let deploy = match rule {
+            "TargetBound" => Some(format!("{TARGET}@sha256:ffff")),
+            "TargetCheckFailed" => row.previous.deploy.clone(),
+            _ => None,
+        };
+        assert_eq!(status.deploy, deploy, "{}", row.name);
         if let Some(request) = &verdict.create {
             assert_eq!(
                 (request.job_name.as_str(), request.target.as_str()),
                 (JOB, TARGET)
             );
         }
-    }
-}
-
-#[test]
-fn only_a_bound_target_keeps_its_deploy_reference() {
-    let now: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
-    let resolved = Resolved {
-        source: SOURCE.into(),
-        digest: "sha256:aaaa".into(),
-        target: TARGET.into(),
-    };
-    let settings = BuildSettings {
-        platforms: vec![],
-        min_layer_size: 0,
-        span_size: 4 << 20,
-        index_version: Default::default(),
-    };
-    let before = ImageStatus {
-        deploy: Some(format!("{TARGET}@sha256:old")),
-        target_digest: Some("sha256:old".into()),
-        ..Default::default()
-    };
-    let elsewhere = BTreeMap::new();
-    for (target, deploy) in [
-        (
-            Ok(TargetCheck::Bound {
-                digest: "sha256:ffff".into(),
-                platforms: vec![],
-            }),
-            Some(format!("{TARGET}@sha256:ffff")),
-        ),
-        (Ok(TargetCheck::Missing), None),
-        (
-            Ok(TargetCheck::NotBound {
-                message: "moved".into(),
-            }),
-            None,
-        ),
-    ] {
-        let facts = ImageFacts {
-            image_name: "main",
-            resolved: &resolved,
-            settings: &settings,
-            previous: &before,
-            job_name: JOB.into(),
-            current: None,
-            drift: None,
-            target,
-            honour_stalls: true,
-            builds_elsewhere: &elsewhere,
-            now,
-        };
-        let mut status = before.clone();
-        decide(&facts, &mut status, &mut Capacity::default());
-        assert_eq!(status.deploy, deploy);
     }
 }
