@@ -3,12 +3,14 @@
 //! One reconcile reads as its steps ([`reconcile`]): [`observe`] (registry, credentials, Jobs →
 //! facts), [`plan`] (pure: the per-image [`plan::rules`] and the object's conditions),
 //! [`apply`] (Jobs), [`status`] (one server-side apply) and [`events`]. A deleted object goes
-//! to [`cleanup`]. Around them: [`runtime`] runs the Controllers and the reconcile boundary,
-//! [`slots`] keeps the Job caps, [`worker`] writes the worker Job and reads its result,
+//! to [`cleanup`]. Around them: [`runtime`] runs the Controllers, [`boundary`] guards each
+//! reconcile (a panic or a timeout ends that one alone), [`slots`] keeps the Job caps,
+//! [`worker`] writes the worker Job and reads its result,
 //! [`registry_check`] and [`credentials`] are the registry side of observing, [`naming`] and
 //! [`durations`] the derived names and times, [`transitions`] the Events a status change makes.
 
 pub mod apply;
+pub mod boundary;
 pub mod cleanup;
 pub mod credentials;
 pub mod durations;
