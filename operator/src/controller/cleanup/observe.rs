@@ -48,8 +48,8 @@ fn children_of(bytes: &[u8], media_type: &str) -> Vec<Child> {
     }
 }
 
-/// Reads what [`plan_cleanup`] needs: the tags, the manifests we pushed, and those the tags
-/// that stay point at (with their SOCI indexes).
+/// Reads what [`plan_cleanup`](super::plan_cleanup) needs: the tags, the manifests we pushed, and
+/// those the tags that stay point at (with their SOCI indexes).
 pub async fn observe(
     client: &RegistryClient,
     owned: &[Owned],
