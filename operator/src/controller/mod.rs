@@ -3,12 +3,18 @@
 //! One reconcile reads as its steps ([`reconcile`]): [`observe`] (registry, credentials, Jobs →
 //! facts), [`plan`] (pure: the per-image [`plan::rules`] and the object's conditions),
 //! [`apply`] (Jobs), [`status`] (one server-side apply) and [`events`]. A deleted object goes
-//! to [`cleanup`]. Around them: [`runtime`] runs the Controllers and the reconcile boundary,
-//! [`slots`] keeps the Job caps, [`worker`] writes the worker Job and reads its result,
-//! [`registry_check`] and [`credentials`] are the registry side of observing, [`naming`] and
-//! [`durations`] the derived names and times, [`transitions`] the Events a status change makes.
+//! to [`cleanup`] (its plan, observe and execute steps, the finalizer). Around them:
+//! [`runtime`] runs the Controllers, [`boundary`] guards each reconcile (a panic or a timeout
+//! ends that one alone), [`slots`] keeps the Job caps, [`worker`] writes the worker Job
+//! ([`worker::job`]), reads its result ([`worker::result`]) and says what a tenant may ask of it
+//! ([`worker::tenancy`]), [`registry_check`] (the look-ups, the pure
+//! [`compare`](mod@registry_check::compare), the [`settled`](registry_check::settled) recheck)
+//! and [`credentials`] are the registry side of observing,
+//! [`naming`] and [`durations`] the derived names and times, [`transitions`] the Events a
+//! status change makes.
 
 pub mod apply;
+pub mod boundary;
 pub mod cleanup;
 pub mod credentials;
 pub mod durations;

@@ -69,8 +69,8 @@ pub const MESSAGE_CHARS: usize = 2048;
 /// shares it): with caps per body alone, 16 reconciles reading 4 MiB bodies, or a few large
 /// zTOCs, would be more than the controller's memory. Counted while a body is read, while a
 /// fetched manifest is kept, while a check keeps the JSON it read, and while a zTOC is checked.
-/// The benchmark in `controller/check_hostile_tests.rs` keeps 32 hostile checks under 100 MiB
-/// with this.
+/// The benchmark in `controller/registry_check/check_hostile_tests.rs` keeps 32 hostile checks
+/// under 100 MiB with this.
 pub const BODY_MEMORY_BYTES: u64 = 48 * MIB;
 /// The first bytes of each body are not counted, so small manifests never wait on big ones.
 pub const BODY_MEMORY_FREE: u64 = 64 * KIB;

@@ -4,13 +4,13 @@
 //! because the binary crate has no library target to call the cleanup through.
 
 use super::*;
-use crate::api::{ImageStatus, TargetSpec};
+use crate::api::{ImageStatus, SociIndexStatus, TargetSpec};
 use crate::controller::plan::{BuildSettings, TargetCheck};
 use crate::controller::registry_check::{resolve, target_binding};
 use crate::conversion_engine::{ConvertSettings, convert};
 use crate::image::registry_io::{RegistrySink, RegistrySource};
 use crate::registry::auth::CredentialStore;
-use crate::registry::{RegistryOptions, RetryPolicy};
+use crate::registry::{RegistryClient, RegistryOptions, RegistryRef, RetryPolicy};
 use soci_format::conversion_plan::{IndexVersion, PlatformSelection};
 use soci_format::layer_indexer::IndexerLimits;
 use soci_testkit::oracle::TempDir;

@@ -1,69 +1,8 @@
+//! The cleanup plan, case by case: what is deleted, restored, untagged or kept.
+
+use super::super::test_support::*;
 use super::*;
-use crate::api::condition::READY as READY_TYPE;
 use crate::api::{ImageStatus, PlatformStatus};
-
-const REG: &str = "127.0.0.1:5000";
-
-fn r(s: &str) -> RegistryRef {
-    RegistryRef::parse(&format!("{REG}/{s}")).unwrap()
-}
-
-fn k(repo: &str, digest: &str) -> Key {
-    (format!("{REG}/{repo}"), digest.to_string())
-}
-
-fn entry(digest: &str) -> Child {
-    Child {
-        digest: digest.into(),
-        soci_index: false,
-        bound_to: None,
-    }
-}
-
-fn bound(digest: &str, soci: &str) -> Child {
-    Child {
-        bound_to: Some(soci.into()),
-        ..entry(digest)
-    }
-}
-
-fn soci(digest: &str) -> Child {
-    Child {
-        soci_index: true,
-        ..entry(digest)
-    }
-}
-
-/// `app:v1` (source index `src` with manifest `m`) converted to `tag` as index `idx`: the
-/// annotated manifest `am` bound to SOCI index `si`, which lists zTOCs `z1`, `z2`.
-fn converted(tag: &str, tag_points_at: Option<&str>) -> (Owned, Seen) {
-    let owned = Owned {
-        image_name: "app".into(),
-        source: r("app:v1"),
-        target: r(&format!("app:{tag}")),
-        target_digest: "idx".into(),
-        source_digest: Some("src".into()),
-        soci_indexes: vec!["si".into()],
-        in_place: tag == "v1",
-    };
-    let mut seen = Seen::default();
-    seen.tags.insert(
-        format!("{REG}/app:{tag}"),
-        tag_points_at.map(str::to_string),
-    );
-    if tag != "v1" {
-        seen.tags
-            .insert(format!("{REG}/app:v1"), Some("src".to_string()));
-    }
-    seen.manifests
-        .insert(k("app", "idx"), vec![bound("am", "si"), soci("si")]);
-    seen.manifests
-        .insert(k("app", "si"), vec![entry("z1"), entry("z2")]);
-    seen.manifests.insert(k("app", "src"), vec![entry("m")]);
-    seen.restorable.insert(k("app", "src"));
-    seen.restorable.insert(k("app", "idx"));
-    (owned, seen)
-}
 
 fn deletes(plan: &CleanupPlan) -> Vec<String> {
     plan.steps
@@ -282,55 +221,6 @@ fn only_images_with_a_recorded_target_digest_are_owned() {
 }
 
 #[test]
-fn children_are_read_from_indexes_and_soci_indexes() {
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[
-        {{"mediaType":"{m}","digest":"sha256:am","size":1,"annotations":{{"{a}":"sha256:si"}}}},
-        {{"mediaType":"{m}","digest":"sha256:si","size":1,"artifactType":"{t}"}}]}}"#,
-        oci::MEDIA_TYPE_OCI_INDEX,
-        m = oci::MEDIA_TYPE_OCI_MANIFEST,
-        a = oci::ANNOTATION_SOCI_INDEX_DIGEST,
-        t = oci::SOCI_INDEX_ARTIFACT_TYPE_V2,
-    );
-    let children = children_of(index.as_bytes(), oci::MEDIA_TYPE_OCI_INDEX);
-    assert_eq!(
-        children,
-        [bound("sha256:am", "sha256:si"), soci("sha256:si")]
-    );
-    let soci_manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{m}","config":{{"mediaType":"{t}","digest":"sha256:e","size":2}},
-        "layers":[{{"mediaType":"{z}","digest":"sha256:z1","size":9}}]}}"#,
-        m = oci::MEDIA_TYPE_OCI_MANIFEST,
-        t = oci::SOCI_INDEX_ARTIFACT_TYPE_V2,
-        z = oci::SOCI_ZTOC_MEDIA_TYPE,
-    );
-    assert_eq!(
-        children_of(soci_manifest.as_bytes(), oci::MEDIA_TYPE_OCI_MANIFEST),
-        [entry("sha256:z1")]
-    );
-    // An ordinary image manifest: its layers are never ours to delete.
-    let image = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{m}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":2}},
-        "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:l","size":9}}]}}"#,
-        m = oci::MEDIA_TYPE_OCI_MANIFEST,
-    );
-    assert!(children_of(image.as_bytes(), oci::MEDIA_TYPE_OCI_MANIFEST).is_empty());
-}
-
-#[test]
-fn refusals_are_told_apart_from_other_failures() {
-    let refused: anyhow::Error =
-        RegistryError::permanent(PermanentCause::Unsupported, "DELETE x", "405").into();
-    assert!(is_refusal(&refused.context("cleaning up")));
-    let denied: anyhow::Error =
-        RegistryError::permanent(PermanentCause::Unauthorized, "DELETE x", "401").into();
-    assert!(is_refusal(&denied));
-    let flaky: anyhow::Error = RegistryError::transient("DELETE x", "503").into();
-    assert!(!is_refusal(&flaky));
-    assert_eq!(failure_of(&flaky).class, FailureClass::Transient);
-}
-
-#[test]
 fn a_manifest_another_tag_shares_is_untagged_not_deleted() {
     // The same source and settings converted to another tag give the same index digest.
     let (owned, mut seen) = converted("v1-soci", Some("idx"));
@@ -369,48 +259,6 @@ fn a_repository_with_too_many_tags_to_check_is_left_alone() {
     let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert!(deletes(&plan).is_empty(), "{:?}", deletes(&plan));
     assert!(plan.left.iter().any(|l| l.contains("too many tags")));
-}
-
-#[test]
-fn a_retried_cleanup_is_in_the_status_once_per_failure() {
-    use k8s_openapi::jiff::Timestamp;
-    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
-    let t1 = Timestamp::from_second(1_800_000_060).unwrap();
-    let ready = Condition::new(READY_TYPE, ConditionStatus::True, "Verified", "1/1");
-    let stalled = Condition::new(STALLED, ConditionStatus::True, "BuildFailed", "x");
-    let before = SociIndexStatus {
-        conditions: condition::merge(&[], vec![ready, stalled], Some(3), "2026-01-01T00:00:00Z"),
-        ready_images: 1,
-        ..Default::default()
-    };
-    let note = "removing what was pushed failed: 503; retrying in 15s (the object stays until it succeeds)";
-    let first = retrying_status(Some(&before), Some(3), note, t0);
-    let reconciling = condition::find(&first.conditions, RECONCILING).expect("Reconciling");
-    assert_eq!(reconciling.status, ConditionStatus::True);
-    assert_eq!(reconciling.reason, CLEANUP_RETRYING);
-    assert!(reconciling.message.contains("503"));
-    assert!(condition::find(&first.conditions, STALLED).is_none());
-    // Ready and the images are left as they were: the target is still deployable.
-    let kept = condition::find(&first.conditions, READY_TYPE).unwrap();
-    assert_eq!(
-        (kept.status, kept.last_transition_time.as_str()),
-        (ConditionStatus::True, "2026-01-01T00:00:00Z")
-    );
-    assert_eq!(first.ready_images, 1);
-
-    // The same failure with a longer backoff changes nothing (no write).
-    let longer = note.replace("15s", "30s");
-    assert_eq!(retrying_status(Some(&first), Some(3), &longer, t1), first);
-    // Another failure updates the message, not the transition time.
-    let other = retrying_status(
-        Some(&first),
-        Some(3),
-        "removing what was pushed failed: timeout; retrying in 60s",
-        t1,
-    );
-    let c = condition::find(&other.conditions, RECONCILING).unwrap();
-    assert!(c.message.contains("timeout"));
-    assert_eq!(c.last_transition_time, reconciling.last_transition_time);
 }
 
 fn others_deploy(deploy: &str) -> Protected {
@@ -496,97 +344,4 @@ fn deploy_references_of_other_objects_are_collected_not_our_own() {
         "our own deploy is not protected from us"
     );
     assert_eq!(p.deployer(&r("app:x"), "idx2"), Some("ns-them/web"));
-}
-
-fn t(seconds: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + seconds).unwrap()
-}
-
-fn registry_error(transient: bool) -> CleanupError {
-    let e = if transient {
-        RegistryError::transient(
-            "DELETE manifest 127.0.0.1:1/app@sha256:1",
-            "connection refused",
-        )
-    } else {
-        RegistryError::permanent(
-            PermanentCause::Unsupported,
-            "DELETE manifest",
-            "405 Method Not Allowed",
-        )
-    };
-    CleanupError::Registry(anyhow::Error::new(e))
-}
-
-#[test]
-fn a_cleanup_that_cannot_reach_its_registry_gives_up_after_the_timeout() {
-    let timeout = Duration::from_secs(600);
-    let gone = registry_error(true);
-    // Retried with backoff while there is time left, never sleeping past the timeout.
-    let AfterFailure::Retry(wait) = after_failure(Some(t(0)), t(60), &gone, 1, timeout) else {
-        panic!("gave up after a minute");
-    };
-    assert!(
-        wait >= Duration::from_secs(1) && wait <= Duration::from_secs(540),
-        "{wait:?}"
-    );
-    assert_eq!(
-        after_failure(Some(t(0)), t(599), &gone, 30, timeout),
-        AfterFailure::Retry(Duration::from_secs(1))
-    );
-    // From the deletion timestamp, not from the first attempt or a restart.
-    for now in [600, 601, 86_400] {
-        match after_failure(Some(t(0)), t(now), &gone, 1, timeout) {
-            AfterFailure::GiveUp { reason, why } => {
-                assert_eq!(reason, CLEANUP_TIMED_OUT);
-                assert!(
-                    why.contains("--cleanup-timeout") && why.contains("connection refused"),
-                    "{why}"
-                );
-            }
-            other => panic!("{now}: {other:?}"),
-        }
-    }
-    // A deletion timestamp ahead of our clock counts as now.
-    assert!(matches!(
-        after_failure(Some(t(100)), t(0), &gone, 1, timeout),
-        AfterFailure::Retry(_)
-    ));
-    // No time at all: the first transient failure gives up.
-    assert!(matches!(
-        after_failure(Some(t(0)), t(0), &gone, 1, Duration::ZERO),
-        AfterFailure::GiveUp { .. }
-    ));
-}
-
-#[test]
-fn a_permanent_cleanup_failure_gives_up_at_once() {
-    let timeout = Duration::from_secs(600);
-    match after_failure(Some(t(0)), t(1), &registry_error(false), 1, timeout) {
-        AfterFailure::GiveUp { reason, why } => {
-            assert_eq!(reason, CLEANUP_FAILED);
-            assert!(why.contains("refuses the deletes"), "{why}");
-        }
-        other => panic!("{other:?}"),
-    }
-    let gone_secret = CleanupError::Credentials(crate::controller::plan::Failure::permanent(
-        crate::reason::Reason::Unauthorized,
-        "Secret team/regcred (spec.credentials.secretRefs) not found",
-    ));
-    assert!(matches!(
-        after_failure(Some(t(0)), t(1), &gone_secret, 1, timeout),
-        AfterFailure::GiveUp {
-            reason: CLEANUP_FAILED,
-            ..
-        }
-    ));
-}
-
-#[test]
-fn what_a_cleanup_leaves_behind_is_named() {
-    let (owned, _) = converted("v1-soci", Some("idx"));
-    let text = left_behind(&[owned]);
-    assert!(text.contains(&format!("{REG}/app:v1-soci@idx")), "{text}");
-    assert!(text.contains("1 SOCI index)"), "{text}");
-    assert_eq!(left_behind(&[]), "nothing was recorded as pushed");
 }
