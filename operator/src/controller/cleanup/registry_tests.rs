@@ -1,7 +1,8 @@
 //! The cleanup against a real registry (Debian's `docker-registry`, deletes enabled; see
 //! `soci_testkit::registry`): images converted the way a worker does, the status recorded the
-//! way the controller does, then [`clean_up`]. Lives in the crate (not `operator/tests/`)
-//! because the binary crate has no library target to call the cleanup through.
+//! way the controller does, then [`clean_up`]. Lives next to the cleanup (not in
+//! `operator/tests/`) because it drives crate-private steps and shares its helpers with the
+//! settled-recheck tests.
 
 use super::*;
 use crate::api::{ImageStatus, SociIndexStatus, TargetSpec};

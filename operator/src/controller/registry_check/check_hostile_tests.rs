@@ -160,7 +160,7 @@ fn not_bound(check: Result<TargetCheck, Failure>, text: &str) {
     }
 }
 
-fn failed(check: Result<TargetCheck, Failure>, class: FailureClass, why: &str, text: &str) {
+fn failed(check: Result<TargetCheck, Failure>, class: FailureClass, why: Reason, text: &str) {
     match check {
         Err(f) => {
             assert_eq!((f.class, f.reason), (class, why), "{}", f.message);

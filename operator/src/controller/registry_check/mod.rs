@@ -127,3 +127,11 @@ pub async fn target_binding(
         })
     }
 }
+
+#[cfg(test)]
+#[path = "settled_registry_tests.rs"]
+mod registry_tests;
+
+#[cfg(test)]
+#[path = "check_hostile_tests.rs"]
+mod hostile_tests;

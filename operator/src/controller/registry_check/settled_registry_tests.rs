@@ -2,7 +2,8 @@
 //! counting the requests in its access log: one HEAD per tag, and every change seen.
 
 use super::*;
-use crate::api::Condition;
+use crate::api::condition::LAZY_LOAD_READY;
+use crate::api::{Condition, ConditionStatus};
 use crate::controller::cleanup::registry_tests::{
     client, convert_and_record, push_case, registry_with_case, runtime,
 };
