@@ -81,6 +81,9 @@ reasons! {
     /// The registry is outside `--allowed-registries` or inside `--denied-registries`, or
     /// resolves to an address the operator never calls.
     RegistryNotAllowed = "RegistryNotAllowed", P;
+    /// The registry sent a body larger than the operator accepts (4 MiB for a manifest, config,
+    /// referrers list or tag page, 48 MiB for a zTOC).
+    ContentTooLarge = "ContentTooLarge", P;
     /// The worker Job ran past `spec.job.activeDeadlineSeconds`.
     DeadlineExceeded = "DeadlineExceeded", P;
     /// Another namespace's SociIndex names the same target first and builds something else.
@@ -118,6 +121,7 @@ impl Reason {
                     | Unauthorized
                     | NoIndexableLayers
                     | InvalidReference
+                    | ContentTooLarge
                     | DeadlineExceeded
             )
         )
@@ -252,6 +256,7 @@ pub fn failure_of(error: &anyhow::Error) -> Failure {
                 Some(PermanentCause::NotFound) => Reason::ImageNotFound,
                 Some(PermanentCause::Unauthorized) => Reason::Unauthorized,
                 Some(PermanentCause::NotAllowed) => Reason::RegistryNotAllowed,
+                Some(PermanentCause::TooLarge) => Reason::ContentTooLarge,
                 _ => Reason::BuildFailed,
             };
             return Failure::permanent(reason, message);

@@ -18,6 +18,9 @@ pub enum PermanentCause {
     Invalid,
     /// The registry refuses the operation itself (a DELETE where deletes are disabled).
     Unsupported,
+    /// A manifest, config, referrers list, tag page or zTOC larger than the operator's cap
+    /// (`registry/limits.rs`).
+    TooLarge,
     /// Our address policy refuses the host (`--allowed-registries`, `--denied-registries`,
     /// link-local and metadata addresses, plain-HTTP token realms).
     NotAllowed,
@@ -135,6 +138,7 @@ impl fmt::Display for RegistryError {
             (_, Some(PermanentCause::DigestMismatch)) => "permanent: content mismatch",
             (_, Some(PermanentCause::Unsupported)) => "permanent: unsupported",
             (_, Some(PermanentCause::NotAllowed)) => "permanent: not allowed",
+            (_, Some(PermanentCause::TooLarge)) => "permanent: too large",
             _ => "permanent",
         };
         // Whatever was put in `cause` (registry text included) reaches statuses and Events

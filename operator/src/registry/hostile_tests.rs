@@ -122,7 +122,7 @@ async fn a_manifest_declaring_more_than_4_mib_is_refused_before_its_body_is_read
     let e = result.err().expect("refused");
     permanent(
         &e,
-        PermanentCause::Invalid,
+        PermanentCause::TooLarge,
         "declares 5242880 bytes, more than the 4 MiB limit for a manifest or index",
     );
     // Refused on the head: one request, not retried.
@@ -136,7 +136,7 @@ async fn an_endless_manifest_stops_one_chunk_past_4_mib() {
     let e = result.err().expect("refused");
     permanent(
         &e,
-        PermanentCause::Invalid,
+        PermanentCause::TooLarge,
         "larger than the 4 MiB limit for a manifest or index",
     );
     // What the server managed to write: what we read plus the socket buffers.
@@ -154,7 +154,7 @@ async fn a_config_blob_declaring_a_terabyte_is_refused_before_reading() {
     .await;
     permanent(
         &result.unwrap_err(),
-        PermanentCause::Invalid,
+        PermanentCause::TooLarge,
         "more than the 4 MiB limit for a config blob",
     );
 }
@@ -335,7 +335,7 @@ async fn referrers_lists_past_4_mib_are_refused_declared_or_endless() {
         let e = result.unwrap_err();
         permanent(
             &e,
-            PermanentCause::Invalid,
+            PermanentCause::TooLarge,
             "4 MiB limit for a referrers list",
         );
         assert_eq!(

@@ -194,7 +194,7 @@ pub fn too_large(what: &str, limit: BodyLimit, declared: Option<u64>) -> Registr
             limit.kind
         ),
     };
-    RegistryError::permanent(PermanentCause::Invalid, what, cause)
+    RegistryError::permanent(PermanentCause::TooLarge, what, cause)
 }
 
 /// A body we keep, read whole but never past `limit`: a declared `Content-Length` past the

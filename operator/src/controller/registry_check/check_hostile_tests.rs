@@ -351,7 +351,7 @@ async fn a_hostile_source_manifest_is_a_clear_failure_in_bounded_time() {
     failed(
         check,
         FailureClass::Permanent,
-        Reason::BuildFailed,
+        Reason::ContentTooLarge,
         "larger than the 4 MiB limit for a manifest or index",
     );
     let drip =
