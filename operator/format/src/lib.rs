@@ -12,7 +12,8 @@
 //! - [`gojson`]: Go `encoding/json` writing and reading rules (escaping, key folding, base64).
 //! - [`oci`]: image-spec descriptors, manifests and indexes with Go JSON semantics; media types.
 //! - [`platform`]: containerd platform parsing, normalisation and strict matching.
-//! - [`convert`]: the `soci convert` / `soci create` plan, and assembly of the new JSON blobs.
+//! - [`conversion_plan`]: the `soci convert` / `soci create` plan, and assembly of the new JSON
+//!   blobs.
 
 mod blob_hasher;
 pub mod conversion_plan;
