@@ -395,7 +395,7 @@ fn encode_os_option(v: &str) -> String {
     out
 }
 
-/// `platforms.FormatAll`: like [`format`], with `(version+features)` after the OS when set.
+/// `platforms.FormatAll`: like [`format()`], with `(version+features)` after the OS when set.
 pub fn format_all(p: &Platform) -> String {
     if p.os.is_empty() {
         return "unknown".into();

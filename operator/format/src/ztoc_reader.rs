@@ -251,7 +251,7 @@ fn file_type(raw: &[u8]) -> R<&'static str> {
 /// Parses zTOC flatbuffer bytes into the model the writer serialises (so reading what
 /// [`Ztoc::into_bytes`] wrote gives the same value back). Every count is checked against the
 /// buffer and [`MAX_TOC_ENTRIES`] before anything is allocated for it, and the model may cost at
-/// most a small multiple of the input in memory (see [`MEMORY_PER_INPUT_BYTE`]).
+/// most a small multiple of the input in memory (see `MEMORY_PER_INPUT_BYTE`).
 pub fn read_ztoc(bytes: &[u8]) -> R<Ztoc> {
     let buf = Buf(bytes);
     let budget = &mut Budget::for_input(bytes.len());

@@ -16,7 +16,7 @@ pub struct RegistryArgs {
     /// Default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
     #[arg(long, value_name = "PATH")]
     pub registry_config: Vec<PathBuf>,
-    /// Talk plain HTTP to this registry (host[:port]); repeatable. Loopback registries
+    /// Talk plain HTTP to this registry (`host[:port]`); repeatable. Loopback registries
     /// (localhost, 127.0.0.0/8, ::1) always use plain HTTP.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,

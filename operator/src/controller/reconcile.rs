@@ -1,13 +1,13 @@
 //! The reconcile of one SociIndex, step by step:
 //!
-//! 1. [`observe`](super::observe): the registry, the credentials, the Jobs → plain facts;
-//! 2. [`plan`](super::plan): the pure decision (Jobs to create and delete, the new status);
-//! 3. [`apply`](super::apply): the Jobs deleted and created, under the Job-slot lock;
-//! 4. [`status`](super::status): one server-side apply of the status when it changed;
-//! 5. [`events`](super::events): the Events of what changed, and the gauges.
+//! 1. [`super::observe`]: the registry, the credentials, the Jobs → plain facts;
+//! 2. [`super::plan`]: the pure decision (Jobs to create and delete, the new status);
+//! 3. [`super::apply`]: the Jobs deleted and created, under the Job-slot lock;
+//! 4. [`super::status`]: one server-side apply of the status when it changed;
+//! 5. [`super::events`]: the Events of what changed, and the gauges.
 //!
-//! A deleted object goes to [`cleanup`](super::cleanup) instead. The boundary around each
-//! reconcile (panics caught, a deadline) is in [`runtime`](super::runtime).
+//! A deleted object goes to [`super::cleanup`] instead. The boundary around each
+//! reconcile (panics caught, a deadline) is in [`super::boundary`].
 
 use super::observe::{self, Identity};
 use super::{Context, apply, cleanup, events, object_key, plan, status};

@@ -1,7 +1,7 @@
 //! Talking to OCI distribution registries: references, credentials, classified failures with
 //! retries, exact-byte manifests, streaming and resumable blob reads, mounts and uploads.
 //!
-//! - [`reference`]: `host[:port]/repo[:tag][@digest]`, docker.io normalisation, loopback rules.
+//! - [`mod@reference`]: `host[:port]/repo[:tag][@digest]`, docker.io normalisation, loopback rules.
 //! - [`address_policy`]: which hosts may be contacted (allowed/denied globs, no metadata).
 //! - [`auth`]: docker `config.json` credentials and credential helpers.
 //! - [`token`]: the `WWW-Authenticate` challenge and bearer-token handshake.

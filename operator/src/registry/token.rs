@@ -420,7 +420,7 @@ pub enum ReadCapped {
     Transport(reqwest::Error),
 }
 
-/// The start of a body for an error message, at most [`MAX_ERROR_BODY`] read.
+/// The start of a body for an error message, at most `MAX_ERROR_BODY` read.
 pub async fn error_text(response: reqwest::Response) -> Vec<u8> {
     let mut out = Vec::new();
     let mut stream = response.bytes_stream();
@@ -437,7 +437,7 @@ pub async fn error_text(response: reqwest::Response) -> Vec<u8> {
 /// What one handshake needs from the client.
 pub struct Handshake<'a> {
     pub http: &'a reqwest::Client,
-    /// "authenticating to <registry>", for messages.
+    /// "authenticating to `<registry>`", for messages.
     pub what: &'a str,
     /// `scheme://api-host` of the registry.
     pub origin: &'a str,

@@ -51,7 +51,7 @@ pub struct PlanInput<'a> {
     /// The worker Job slots free now (`--max-concurrent-jobs`, `--max-jobs-per-registry`,
     /// `--max-jobs-per-namespace`).
     pub capacity: Capacity,
-    /// Running Jobs of other objects, by [`build_key`] → `namespace/name`: a build already
+    /// Running Jobs of other objects, by [`build_key`](crate::controller::naming::build_key) → `namespace/name`: a build already
     /// running for another SociIndex is waited for, not started twice.
     pub builds_elsewhere: BTreeMap<String, String>,
 }
