@@ -1299,16 +1299,16 @@ async fn worker_killed_mid_push() -> Result<()> {
             .filter(|s| !s.is_empty());
         }
         let up = proxy.bytes().1;
-        if let (None, Some(c)) = (up0, &cid) {
-            if worker_log(&t, c).contains(" -> ztoc ") {
-                up0 = Some(up);
-            }
+        if let (None, Some(c)) = (up0, &cid)
+            && worker_log(&t, c).contains(" -> ztoc ")
+        {
+            up0 = Some(up);
         }
-        if let (Some(u0), Some(c)) = (up0, &cid) {
-            if up - u0 >= 256 << 10 {
-                killed = crictl(&t, &["stop", "-t", "0", c]).is_ok();
-                break;
-            }
+        if let (Some(u0), Some(c)) = (up0, &cid)
+            && up - u0 >= 256 << 10
+        {
+            killed = crictl(&t, &["stop", "-t", "0", c]).is_ok();
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
