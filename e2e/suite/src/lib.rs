@@ -168,6 +168,12 @@ fn worker_image(g: &Ground) -> Result<String> {
         .map_err(|e| anyhow!(e))
 }
 
+/// Prints LINE on stderr on a line of its own, in one write (libtest's progress and other
+/// tests' lines share the terminal: `e2e/rust-tests` counts the `SKIP` lines).
+pub fn say(line: String) {
+    let _ = std::io::stderr().write_all(format!("\n{line}\n").as_bytes());
+}
+
 /// A random lower-case suffix for names.
 pub fn random_suffix() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -354,7 +360,7 @@ impl Ctx {
     /// A test's context, or `None` (after printing `SKIP`) when the proving ground is not up.
     pub async fn start(name: &str) -> Result<Option<Ctx>> {
         let skip = |why: &str| {
-            eprintln!("\nSKIP {name}: the proving ground is not up{why}");
+            say(format!("SKIP {name}: the proving ground is not up{why}"));
             Ok(None)
         };
         let Some(g) = ground() else {
@@ -399,12 +405,12 @@ impl Ctx {
     /// The test passed: its operator logs are not printed.
     pub fn pass(&self) {
         self.passed.store(true, Ordering::SeqCst);
-        eprintln!("{}: passed", self.name);
+        say(format!("{}: passed", self.name));
     }
 
     /// Prints a line of the test's own report (prefixed by its name).
     pub fn note(&self, text: impl std::fmt::Display) {
-        eprintln!("{}: {text}", self.name);
+        say(format!("{}: {text}", self.name));
     }
 
     async fn install_crd(&self) -> Result<()> {
@@ -734,12 +740,12 @@ impl Drop for Ctx {
     fn drop(&mut self) {
         if !self.passed.load(Ordering::SeqCst) {
             for log in self.logs.lock().unwrap().iter() {
-                eprintln!(
+                say(format!(
                     "--- {}: FAILED; operator log {} (last 60 lines):\n{}",
                     self.name,
                     log.display(),
                     tail(log, 60)
-                );
+                ));
             }
         }
         // The operators are gone (dropped before the context): a cleanup finalizer left behind
