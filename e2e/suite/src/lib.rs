@@ -196,10 +196,10 @@ pub fn free_port() -> Result<u16> {
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
+    // One write: a server that reads one segment and answers must see the whole request.
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
     let mut reply = Vec::new();
     s.read_to_end(&mut reply)?;
     let reply = String::from_utf8_lossy(&reply);
@@ -602,9 +602,12 @@ impl Ctx {
         self.wait_true(&self.ns, name, "Ready", timeout).await
     }
 
-    /// Waits until NS/NAME is gone.
-    pub async fn wait_deleted(&self, ns: &str, name: &str, timeout: Duration) -> Result<()> {
+    /// Deletes NS/NAME and waits (at most `timeout`) until it is gone (finalizers done).
+    pub async fn delete_and_wait(&self, ns: &str, name: &str, timeout: Duration) -> Result<()> {
         let uid = self.get(ns, name).await?.uid().unwrap_or_default();
+        self.indexes(ns)
+            .delete(name, &DeleteParams::default())
+            .await?;
         tokio::time::timeout(
             timeout,
             await_condition(self.indexes(ns), name, conditions::is_deleted(&uid)),
