@@ -2,8 +2,8 @@
 //! with server-side apply, `soci-operator run` as a local child process per test (admin
 //! kubeconfig, the test's own namespace), worker Jobs running our own image on the node (host
 //! network, API address on loopback). Run through `e2e/rust-tests`, which builds the binary and
-//! packages the worker image once. Ported from `e2e/operator-tests` (the bash names are given
-//! with each test).
+//! packages the worker image once. Ported from the bash `e2e/operator-tests` (its test names are
+//! given with each test); its control-plane-outage is in `tests/outage.rs`.
 
 use anyhow::{Context, Result, anyhow, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
