@@ -319,9 +319,12 @@ async fn metrics() -> Result<()> {
     let t = start!("metrics");
     let op = t.operator()?;
     built(&t, "app", "app").await?;
-    let text = op.metrics()?;
-    let ok = metric_value(&text, r#"soci_operator_reconciles_total{result="ok"}"#).unwrap_or(0.0);
-    ensure!(ok >= 1.0, "no reconcile counted: {text}");
+    // Counted when the reconcile returns, just after the status write that made it Ready.
+    let counted = poll(SECS(10), Duration::from_millis(200), async || {
+        (op.metric(r#"soci_operator_reconciles_total{result="ok"}"#)? >= 1.0).then_some(())
+    })
+    .await;
+    ensure!(counted.is_some(), "no reconcile counted: {}", op.metrics()?);
     t.pass();
     Ok(())
 }
@@ -669,9 +672,15 @@ async fn readyz() -> Result<()> {
         text.lines().any(|l| l == "soci_operator_leader 1"),
         "a replica without leader election is not the leader"
     );
+    // The gauges are recomputed just after the status write that made the object Ready.
+    let verified = poll(SECS(10), Duration::from_millis(200), async || {
+        (op.metric(r#"soci_operator_images{reason="Verified"}"#)? >= 1.0).then_some(())
+    })
+    .await;
     ensure!(
-        metric_value(&text, r#"soci_operator_images{reason="Verified"}"#).unwrap_or(0.0) >= 1.0,
-        "no Verified image counted"
+        verified.is_some(),
+        "no Verified image counted: {}",
+        op.metrics()?
     );
     t.pass();
     Ok(())
