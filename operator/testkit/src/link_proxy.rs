@@ -56,7 +56,14 @@ impl LinkProxy {
     /// Listens on a free 127.0.0.1 port; forwards to `upstream` (`host:port`) at `mbit_per_sec`
     /// megabits per second in each direction.
     pub fn start(upstream: &str, mbit_per_sec: f64) -> io::Result<Self> {
-        if mbit_per_sec.is_nan() || mbit_per_sec <= 0.0 {
+        Self::start_asymmetric(upstream, mbit_per_sec, mbit_per_sec)
+    }
+
+    /// Like [`LinkProxy::start`], with a speed of its own per direction: `down_mbit` for
+    /// registry → client, `up_mbit` for client → registry (uploads). `f64::INFINITY` leaves a
+    /// direction unpaced (the e2e tests slow only pushes, to interrupt them).
+    pub fn start_asymmetric(upstream: &str, down_mbit: f64, up_mbit: f64) -> io::Result<Self> {
+        if [down_mbit, up_mbit].iter().any(|m| m.is_nan() || *m <= 0.0) {
             return Err(io::Error::other("link speed must be > 0"));
         }
         let upstream: SocketAddr = upstream
@@ -64,8 +71,11 @@ impl LinkProxy {
             .map_err(|e| io::Error::other(format!("upstream {upstream:?}: {e}")))?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
-        let rate = mbit_per_sec * 1e6 / 8.0;
-        let (down, up) = (Arc::new(Pacer::new(rate)), Arc::new(Pacer::new(rate)));
+        let rate = |mbit: f64| mbit * 1e6 / 8.0;
+        let (down, up) = (
+            Arc::new(Pacer::new(rate(down_mbit))),
+            Arc::new(Pacer::new(rate(up_mbit))),
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let acceptor = {
             let (stop, down, up) = (stop.clone(), down.clone(), up.clone());
@@ -170,6 +180,26 @@ mod tests {
             "took {took:.3} s, link time {expected:.3} s"
         );
         assert_eq!(proxy.bytes().0, size as u64);
+    }
+
+    #[test]
+    fn an_unpaced_direction_is_not_slowed() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = server.local_addr().unwrap().to_string();
+        let size = 4usize << 20;
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = server.accept().unwrap();
+            s.write_all(&vec![7u8; size]).unwrap();
+        });
+        // Uploads at 1 Mbit/s, downloads unpaced: 4 MiB down take far less than 33 s.
+        let proxy = LinkProxy::start_asymmetric(&upstream, f64::INFINITY, 1.0).unwrap();
+        let started = Instant::now();
+        let mut c = TcpStream::connect(proxy.host()).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        t.join().unwrap();
+        assert_eq!(got.len(), size);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
