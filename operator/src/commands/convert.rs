@@ -4,7 +4,9 @@
 
 use super::IndexVersionArg;
 use super::registry_args::RegistryArgs;
-use crate::conversion_engine::{ConvertReport, ConvertSettings, PlanReport, convert, plan, plan_report};
+use crate::conversion_engine::{
+    ConvertReport, ConvertSettings, PlanReport, convert, plan, plan_report,
+};
 use crate::exit::UsageError;
 use crate::image::layout_io::{LayoutSink, LayoutSource};
 use crate::image::registry_io::{RegistrySink, RegistrySource};
