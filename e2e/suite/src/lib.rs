@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 
 pub use soci_operator::api;
 
+pub mod node;
+
 /// The proving ground, as `e2e/proving-ground env` describes it.
 #[derive(Debug, Clone)]
 pub struct Ground {
@@ -50,6 +52,10 @@ pub struct Ground {
     pub node_name: String,
     pub containerd_address: String,
     pub node: bool,
+    /// The node's snapshotter (`soci` when started with `--soci`).
+    pub snapshotter: String,
+    /// The soci-snapshotter's log (JSON lines).
+    pub soci_log: PathBuf,
 }
 
 /// The repository root (the workspace).
@@ -106,6 +112,8 @@ fn ground() -> Option<&'static Ground> {
                 node_name: get("SOCI_PG_NODE_NAME"),
                 containerd_address: get("SOCI_PG_CONTAINERD_ADDRESS"),
                 node: get("SOCI_PG_NODE") == "1",
+                snapshotter: get("SOCI_PG_SNAPSHOTTER"),
+                soci_log: PathBuf::from(get("SOCI_PG_SOCI_LOG")),
             })
         })
         .as_ref()
