@@ -1,4 +1,4 @@
-# Shared by e2e/lazy-tests and e2e/pod-start-bench (sourced, after the proving ground's env is
+# Used by e2e/pod-start-bench (sourced, after the proving ground's env is
 # loaded and NS / WORK are set): Pods on the node, what the soci-snapshotter and the registry did
 # for them, and forgetting an image on the node so the next run pulls it again.
 # The registry, containerd and snapshotter facts come from ../shared/proving-ground.md.

@@ -300,7 +300,8 @@ async fn check_image(
     expect: Expect,
 ) -> Result<Ran> {
     t.note(reference);
-    let image = node::node_image(reference)
+    // A blocking HTTP client: not on the async runtime's own threads.
+    let image = tokio::task::block_in_place(|| node::node_image(reference))
         .with_context(|| format!("cannot read {reference} from the registry"))?;
     let indexed = image.layers.iter().filter(|l| l.indexed).count();
     ensure!(
