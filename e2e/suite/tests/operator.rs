@@ -1612,16 +1612,23 @@ async fn hostile_registries() -> Result<()> {
         "healthy Ready after {} s",
         start.elapsed().as_secs()
     ));
-    // A permanent failure (a body over its cap) stalls at once; a registry that drips or never
-    // answers is a transient RegistryUnavailable once the operation's budget (180 s) is spent.
-    let failed_clearly = |o: &api::SociIndex| {
-        matches!(
-            image_reason(o).as_str(),
-            "RegistryUnavailable" | "BuildFailed" | "VerificationFailed"
-        )
-    };
+    // A body over its cap (endless, giant) stalls at once with ContentTooLarge; a registry that
+    // drips or never answers is a transient RegistryUnavailable once the operation's budget
+    // (180 s) is spent.
     for mode in modes {
         let name = format!("hostile-{mode}");
+        let over_cap = matches!(mode, "endless" | "giant");
+        let failed_clearly = move |o: &api::SociIndex| {
+            let reason = image_reason(o);
+            if over_cap {
+                reason == "ContentTooLarge"
+            } else {
+                matches!(
+                    reason.as_str(),
+                    "RegistryUnavailable" | "BuildFailed" | "VerificationFailed"
+                )
+            }
+        };
         let left = SECS(300).saturating_sub(start.elapsed());
         let o = t
             .wait_for(
