@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod condition;
 pub mod crd;
+pub mod policy;
 
 pub use condition::{Condition, ConditionStatus};
 
@@ -273,6 +274,50 @@ fn bounded_tolerations(generator: &mut schemars::SchemaGenerator) -> schemars::S
         ] {
             if let Some(property) = properties.get_mut(name).and_then(|p| p.as_object_mut()) {
                 property.insert("maxLength".into(), max.into());
+            }
+        }
+    }
+    schema
+}
+
+/// The schema of `Option<LabelSelector>` with bounded labels and expressions.
+fn bounded_label_selector(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let mut schema = generator.subschema_for::<Option<LabelSelector>>();
+    let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return schema;
+    };
+    if let Some(labels) = properties
+        .get_mut("matchLabels")
+        .and_then(|p| p.as_object_mut())
+    {
+        labels.insert("maxProperties".into(), limits::MAX_NODE_SELECTOR.into());
+        labels.insert(
+            "additionalProperties".into(),
+            serde_json::json!({"type": "string", "maxLength": limits::MAX_LABEL_VALUE}),
+        );
+    }
+    if let Some(expressions) = properties
+        .get_mut("matchExpressions")
+        .and_then(|p| p.as_object_mut())
+    {
+        expressions.insert("maxItems".into(), limits::MAX_NODE_SELECTOR.into());
+        if let Some(fields) = expressions
+            .get_mut("items")
+            .and_then(|i| i.get_mut("properties"))
+            .and_then(|p| p.as_object_mut())
+        {
+            for (name, max) in [("key", limits::MAX_LABEL_KEY), ("operator", 16)] {
+                if let Some(field) = fields.get_mut(name).and_then(|f| f.as_object_mut()) {
+                    field.insert("maxLength".into(), max.into());
+                }
+            }
+            if let Some(values) = fields.get_mut("values").and_then(|f| f.as_object_mut()) {
+                values.insert("maxItems".into(), limits::MAX_NODE_SELECTOR.into());
+                values.insert(
+                    "items".into(),
+                    serde_json::json!({"type": "string", "maxLength": limits::MAX_LABEL_VALUE}),
+                );
             }
         }
     }

@@ -6,22 +6,25 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct CrdArgs {
-    /// Write `soci.dev_sociindexes.yaml` into this directory instead of printing it.
+    /// Write each CRD into this directory (`soci.dev_<plural>.yaml`) instead of printing them.
     #[arg(long, value_name = "DIR")]
     write: Option<PathBuf>,
 }
 
-pub const FILE_NAME: &str = "soci.dev_sociindexes.yaml";
-
 pub fn run(args: CrdArgs) -> Result<()> {
-    let text = crate::api::crd::yaml()?;
+    let files = crate::api::crd::files()?;
     match args.write {
         Some(dir) => {
-            let path = dir.join(FILE_NAME);
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+            for (file, text) in files {
+                let path = dir.join(file);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
         }
         None => {
-            print!("{text}");
+            let texts: Vec<String> = files.into_iter().map(|(_, text)| text).collect();
+            print!("{}", texts.join("---\n"));
             Ok(())
         }
     }

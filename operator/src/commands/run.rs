@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// Name of the Lease.
     #[arg(long, default_value = "soci-operator-leader", value_name = "NAME")]
     leader_election_id: String,
+    /// Run the SociIndexPolicy and ClusterSociIndexPolicy controllers (`false` for an install
+    /// without their CRDs). They watch every namespace's Pods, so they are off when
+    /// `--namespace` scopes the operator.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    policies: bool,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Serve /metrics, /healthz and /readyz here; `off` serves nothing.
@@ -190,6 +195,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         tracing::info!(worker_image = %ctx.worker.image, "soci-operator controller starting");
         let options = RunOptions {
+            policies: args.policies && args.namespaces.is_empty(),
             namespaces: args.namespaces,
             leader,
             max_concurrent_reconciles: args.max_concurrent_reconciles,

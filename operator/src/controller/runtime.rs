@@ -34,6 +34,8 @@ pub struct RunOptions {
     /// Controller's own limit, not a semaphore inside the reconcile: a reconcile waiting for a
     /// slot would hold the object as it was when it was queued, not as it is when it runs.
     pub max_concurrent_reconciles: u16,
+    /// Run the policy controllers (cluster-wide only).
+    pub policies: bool,
 }
 
 pub struct LeaderOptions {
@@ -192,10 +194,31 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
                 }),
         );
     }
+    let mut policy_controllers = None;
+    if options.policies {
+        let (pod_namespaces, changed) = tokio::sync::mpsc::channel(1024);
+        let (pods, pod_watch) = super::policy::runtime::watch_pods(ctx.client.clone(), pod_namespaces);
+        background.push(tokio::spawn(pod_watch));
+        let policy_ctx = Arc::new(super::policy::PolicyContext {
+            main: ctx.clone(),
+            pods,
+            metrics: super::policy::PolicyMetrics::new(&ctx.metrics.registry)?,
+        });
+        policy_controllers = Some(super::policy::runtime::run(
+            policy_ctx,
+            changed,
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(namespaces = ?options.namespaces, "controllers starting");
     background.push(tokio::spawn(readiness(ctx.clone(), index_synced)));
     background.push(tokio::spawn(prune_stats(ctx.clone(), index_stores)));
-    futures_util::future::join_all(controllers).await;
+    let policies = async move {
+        if let Some(run) = policy_controllers {
+            run.await
+        }
+    };
+    futures_util::future::join(futures_util::future::join_all(controllers), policies).await;
 
     if let Some(k) = keeper {
         k.abort();
