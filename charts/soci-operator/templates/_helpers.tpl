@@ -116,6 +116,32 @@ default ServiceAccount and no token. */}}
   verbs: [create, patch]
 {{- end }}
 
+{{- define "soci-operator.policyRules" -}}
+# The policy controllers (cluster-wide installs only): the policies (watch, status by
+# server-side apply), their child SociIndexes (created, updated by server-side apply, marked
+# unused with a merge patch, deleted after the retention).
+- apiGroups: [soci.dev]
+  resources: [sociindexpolicies, clustersociindexpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [soci.dev]
+  resources: [sociindexpolicies/status, clustersociindexpolicies/status]
+  verbs: [get, patch]
+- apiGroups: [soci.dev]
+  resources: [sociindexes]
+  verbs: [create, delete]
+# The workloads source: Pods are watched (images, pull secrets, resolved digests), CronJobs
+# and ServiceAccounts (their imagePullSecrets) listed, Namespaces listed by label.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [watch]
+- apiGroups: [batch]
+  resources: [cronjobs]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [serviceaccounts, namespaces]
+  verbs: [list]
+{{- end }}
+
 {{- define "soci-operator.metricsAddr" -}}
 {{- $host := .Values.metrics.bindAddress }}
 {{- if contains ":" $host }}{{ printf "[%s]:%v" $host .Values.metrics.port }}{{ else }}{{ printf "%s:%v" $host .Values.metrics.port }}{{ end }}
