@@ -20,7 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, Config, CustomResourceExt, ResourceExt};
+use kube::{Api, Client, Config, ResourceExt};
 use serde_json::{Value, json};
 use soci_operator::api::{ConditionStatus, ImageStatus, SociIndex};
 use soci_testkit::TempDir;
@@ -423,21 +423,24 @@ impl Ctx {
 
     async fn install_crd(&self) -> Result<()> {
         let crds = Api::<CustomResourceDefinition>::all(self.client.clone());
-        let crd = SociIndex::crd();
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply("soci-operator-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .context("installing the CRD")?;
-        let established = conditions::is_crd_established();
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(crds, &crd.name_any(), established),
-        )
-        .await
-        .context("the CRD is not Established after 30 s")??;
+        for (_, crd) in soci_operator::api::crd::all() {
+            crds.patch(
+                &crd.name_any(),
+                &PatchParams::apply("soci-operator-e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .with_context(|| format!("installing the CRD {}", crd.name_any()))?;
+            let established = conditions::is_crd_established();
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(crds.clone(), &crd.name_any(), established),
+            )
+            .await
+            .with_context(|| {
+                format!("the CRD {} is not Established after 30 s", crd.name_any())
+            })??;
+        }
         Ok(())
     }
 

@@ -2,8 +2,8 @@
 
 use super::SociIndex;
 use super::policy::{ClusterSociIndexPolicy, SociIndexPolicy};
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// Every CRD the operator serves, with the file `crds/` holds it in.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -64,7 +64,8 @@ mod tests {
     fn every_string_list_and_map_of_the_policy_specs_is_bounded() {
         for (file, crd) in all().into_iter().skip(1) {
             let crd = serde_json::to_value(crd).unwrap();
-            let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+            let spec =
+                &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
             let mut found = Vec::new();
             unbounded("spec", spec, &mut found);
             assert!(found.is_empty(), "{file}: unbounded: {found:?}");

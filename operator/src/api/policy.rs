@@ -3,8 +3,7 @@
 //! child `SociIndex` per image, made from a template.
 
 use super::{
-    Condition, Credentials, DeletionPolicy, IndexVersion, JobSettings, TargetSpec,
-    limits,
+    Condition, Credentials, DeletionPolicy, IndexVersion, JobSettings, TargetSpec, limits,
 };
 pub use crate::controller::policy_tags::{NewestTags, TagSelection, TagSort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -80,7 +79,10 @@ pub struct ClusterSociIndexPolicySpec {
     pub namespace_selector: Option<LabelSelector>,
     /// Where the child SociIndexes live, and so whose Secrets `template.credentials` names.
     /// The Pods' own pull secrets stay in their namespaces: a cluster policy never uses them.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub child_namespace: String,
     #[serde(flatten)]
     pub policy: PolicySpec,

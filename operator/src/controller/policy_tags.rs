@@ -31,9 +31,25 @@ pub enum TagSort {
     Alphabetical,
     Numerical,
 }
-pub struct TagSelectionOutcome { pub selected: Vec<String> }
+pub struct TagSelectionOutcome {
+    pub selected: Vec<String>,
+}
 #[derive(Debug)]
 pub struct TagSelectionError(pub String);
-impl std::fmt::Display for TagSelectionError { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.0) } }
-pub fn select_tags(_s: &TagSelection, tags: &[String], _cap: usize) -> Result<TagSelectionOutcome, TagSelectionError> { Ok(TagSelectionOutcome { selected: tags.to_vec() }) }
-pub fn validate(_s: &TagSelection) -> Result<(), TagSelectionError> { Ok(()) }
+impl std::fmt::Display for TagSelectionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+pub fn select_tags(
+    _s: &TagSelection,
+    tags: &[String],
+    _cap: usize,
+) -> Result<TagSelectionOutcome, TagSelectionError> {
+    Ok(TagSelectionOutcome {
+        selected: tags.to_vec(),
+    })
+}
+pub fn validate(_s: &TagSelection) -> Result<(), TagSelectionError> {
+    Ok(())
+}

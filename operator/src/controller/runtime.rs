@@ -197,7 +197,8 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions) -> anyhow::Result<()> {
     let mut policy_controllers = None;
     if options.policies {
         let (pod_namespaces, changed) = tokio::sync::mpsc::channel(1024);
-        let (pods, pod_watch) = super::policy::runtime::watch_pods(ctx.client.clone(), pod_namespaces);
+        let (pods, pod_watch) =
+            super::policy::runtime::watch_pods(ctx.client.clone(), pod_namespaces);
         background.push(tokio::spawn(pod_watch));
         let policy_ctx = Arc::new(super::policy::PolicyContext {
             main: ctx.clone(),

@@ -10,8 +10,8 @@ use crate::api::SociIndex;
 use crate::controller::durations::rfc3339;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use std::collections::BTreeMap;
 
 pub const FIELD_MANAGER: &str = "soci-operator-policy";
@@ -88,17 +88,23 @@ pub async fn apply(
             continue;
         }
         match api
-            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &object)
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &object,
+            )
             .await
         {
             Ok(_) => applied.created.push(wanted.name.clone()),
-            Err(kube::Error::Api(e)) if e.code == 409 => applied.conflicts.push(wanted.name.clone()),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                applied.conflicts.push(wanted.name.clone())
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    let annotate = |value: Option<String>| {
-        serde_json::json!({"metadata": {"annotations": {UNUSED_SINCE_ANNOTATION: value}}})
-    };
+    let annotate = |value: Option<String>| serde_json::json!({"metadata": {"annotations": {UNUSED_SINCE_ANNOTATION: value}}});
     for name in &plan.mark_used {
         api.patch(name, &PatchParams::default(), &Patch::Merge(annotate(None)))
             .await?;

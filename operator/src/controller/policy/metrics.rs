@@ -61,7 +61,9 @@ impl PolicyMetrics {
             .with_label_values(&[kind, policy])
             .set(selected);
         let children = &self.children;
-        children.with_label_values(&[kind, policy, "true"]).set(ready);
+        children
+            .with_label_values(&[kind, policy, "true"])
+            .set(ready);
         children
             .with_label_values(&[kind, policy, "false"])
             .set(total - ready);

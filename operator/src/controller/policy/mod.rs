@@ -77,7 +77,9 @@ impl PolicyRef<'_> {
     /// `namespace/name`, or the name of a cluster policy: its metric label.
     pub fn key(&self) -> String {
         match self {
-            Self::Namespaced(p) => format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
+            Self::Namespaced(p) => {
+                format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+            }
             Self::Cluster(p) => p.name_any(),
         }
     }

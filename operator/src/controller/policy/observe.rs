@@ -127,7 +127,8 @@ pub async fn repository_candidates(
                 policy_limits::MAX_TAGS_LISTED
             )
         })?;
-    let selected = select_tags(&source.tags, &tags, policy_limits::MAX_TAGS_LISTED).map_err(|e| e.to_string())?;
+    let selected = select_tags(&source.tags, &tags, policy_limits::MAX_TAGS_LISTED)
+        .map_err(|e| e.to_string())?;
     Ok(selected
         .selected
         .into_iter()

@@ -3,8 +3,12 @@
 //! with the children that exist (apply, mark unused, delete after the retention) → its status.
 
 use crate::api::condition::{self, READY, RECONCILING, STALLED};
-use crate::api::policy::{PolicySpec, PolicyStatus, SociIndexTemplate, SourceStatus, policy_limits};
-use crate::api::{Condition, ConditionStatus, Credentials, ImageSpec, SecretRef, SociIndex, SociIndexSpec};
+use crate::api::policy::{
+    PolicySpec, PolicyStatus, SociIndexTemplate, SourceStatus, policy_limits,
+};
+use crate::api::{
+    Condition, ConditionStatus, Credentials, ImageSpec, SecretRef, SociIndex, SociIndexSpec,
+};
 use crate::controller::durations::{parse_duration, rfc3339};
 use crate::reason::Reason;
 use globset::{GlobSet, GlobSetBuilder};
@@ -64,7 +68,10 @@ impl Settings {
             let mut set = GlobSetBuilder::new();
             for p in patterns {
                 if p.len() > policy_limits::MAX_PATTERN {
-                    return Err(format!("{what} pattern longer than {} characters", policy_limits::MAX_PATTERN));
+                    return Err(format!(
+                        "{what} pattern longer than {} characters",
+                        policy_limits::MAX_PATTERN
+                    ));
                 }
                 let glob = globset::GlobBuilder::new(p)
                     .literal_separator(true)
@@ -80,9 +87,7 @@ impl Settings {
             Some(build(&spec.include, "include")?)
         };
         let exclude = build(&spec.exclude, "exclude")?;
-        let max_images = spec
-            .max_images
-            .unwrap_or(policy_limits::DEFAULT_MAX_IMAGES);
+        let max_images = spec.max_images.unwrap_or(policy_limits::DEFAULT_MAX_IMAGES);
         if !(1..=policy_limits::MAX_MAX_IMAGES).contains(&max_images) {
             return Err(format!(
                 "maxImages must be between 1 and {}",
@@ -90,9 +95,14 @@ impl Settings {
             ));
         }
         let duration = |text: Option<&str>, default: &str, what: &str| {
-            parse_duration(text.unwrap_or(default)).map_err(|e| format!("{what}: not a Go duration ({e:?})"))
+            parse_duration(text.unwrap_or(default))
+                .map_err(|e| format!("{what}: not a Go duration ({e:?})"))
         };
-        let retention = duration(spec.retention.as_deref(), policy_limits::DEFAULT_RETENTION, "retention")?;
+        let retention = duration(
+            spec.retention.as_deref(),
+            policy_limits::DEFAULT_RETENTION,
+            "retention",
+        )?;
         if retention > Duration::from_secs(720 * 3600) {
             return Err("retention must be at most 720h (30 days)".into());
         }
@@ -143,7 +153,10 @@ impl Selection {
 /// sorted, and cut at `max_images`.
 pub fn select(candidates: Vec<Candidate>, settings: &Settings) -> Selection {
     let mut merged: BTreeMap<String, Candidate> = BTreeMap::new();
-    for c in candidates.into_iter().filter(|c| settings.admits(&c.reference)) {
+    for c in candidates
+        .into_iter()
+        .filter(|c| settings.admits(&c.reference))
+    {
         match merged.get_mut(&c.reference) {
             None => {
                 merged.insert(c.reference.clone(), c);
@@ -190,7 +203,12 @@ pub fn child_name(owner: &Owner, reference: &str) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    let hex: String = h.finalize().iter().take(5).map(|b| format!("{b:02x}")).collect();
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let prefix: String = owner.name.chars().take(40).collect();
     format!("{}-{hex}", prefix.trim_end_matches(['-', '.']))
 }
@@ -205,7 +223,13 @@ pub fn image_name(reference: &str) -> String {
         .unwrap_or(name);
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     out = out.trim_matches('-').to_string();
@@ -360,7 +384,10 @@ pub fn plan_children(
             }),
         }
     }
-    for child in existing.iter().filter(|c| c.ours && !wanted_names.contains(&c.name)) {
+    for child in existing
+        .iter()
+        .filter(|c| c.ours && !wanted_names.contains(&c.name))
+    {
         if child
             .source
             .as_ref()
@@ -434,8 +461,18 @@ pub fn policy_status(
         let message =
             format!("the child name {name} is held by a SociIndex this policy does not control");
         (
-            Condition::new(READY, ConditionStatus::False, Reason::TargetConflict, &message),
-            Some(Condition::new(STALLED, ConditionStatus::True, Reason::TargetConflict, &message)),
+            Condition::new(
+                READY,
+                ConditionStatus::False,
+                Reason::TargetConflict,
+                &message,
+            ),
+            Some(Condition::new(
+                STALLED,
+                ConditionStatus::True,
+                Reason::TargetConflict,
+                &message,
+            )),
         )
     } else if let Some(source) = failing {
         let message = format!(
@@ -444,14 +481,29 @@ pub fn policy_status(
             source.error.as_deref().unwrap_or_default()
         );
         (
-            Condition::new(READY, ConditionStatus::False, Reason::RegistryUnavailable, &message),
-            Some(Condition::new(RECONCILING, ConditionStatus::True, Reason::RegistryUnavailable, &message)),
+            Condition::new(
+                READY,
+                ConditionStatus::False,
+                Reason::RegistryUnavailable,
+                &message,
+            ),
+            Some(Condition::new(
+                RECONCILING,
+                ConditionStatus::True,
+                Reason::RegistryUnavailable,
+                &message,
+            )),
         )
     } else if selected_ready < wanted || !plan.apply.is_empty() {
         let message = format!("{selected_ready} of {wanted} selected images have a Ready child");
         (
             Condition::new(READY, ConditionStatus::False, Reason::Progressing, &message),
-            Some(Condition::new(RECONCILING, ConditionStatus::True, Reason::Progressing, &message)),
+            Some(Condition::new(
+                RECONCILING,
+                ConditionStatus::True,
+                Reason::Progressing,
+                &message,
+            )),
         )
     } else {
         let mut message = format!("{wanted} selected images have a Ready child");
@@ -461,10 +513,15 @@ pub fn policy_status(
                 selection.cut.len()
             ));
         }
-        (Condition::new(READY, ConditionStatus::True, "Succeeded", &message), None)
+        (
+            Condition::new(READY, ConditionStatus::True, "Succeeded", &message),
+            None,
+        )
     };
     let conditions: Vec<Condition> = std::iter::once(ready_condition).chain(extra).collect();
-    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let previous_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     PolicyStatus {
         observed_generation: generation,
         conditions: condition::merge(previous_conditions, conditions, generation, &rfc3339(now)),
@@ -496,7 +553,12 @@ pub fn invalid_status(
     let message = format!("the policy's spec is invalid: {why}");
     let conditions = vec![
         Condition::new(READY, ConditionStatus::False, Reason::InvalidSpec, &message),
-        Condition::new(STALLED, ConditionStatus::True, Reason::InvalidSpec, &message),
+        Condition::new(
+            STALLED,
+            ConditionStatus::True,
+            Reason::InvalidSpec,
+            &message,
+        ),
     ];
     let mut status = previous.cloned().unwrap_or_default();
     status.conditions = condition::merge(&status.conditions, conditions, generation, &rfc3339(now));

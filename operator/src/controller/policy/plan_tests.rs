@@ -121,7 +121,11 @@ fn selection_merges_per_reference_keeps_the_newest_digest_and_reports_the_cut() 
         candidate("127.0.0.1:5000/b:v1", None, 1),
     ];
     let selection = select(candidates, &settings(&[], &[], Some(2)));
-    let refs: Vec<&str> = selection.images.iter().map(|c| c.reference.as_str()).collect();
+    let refs: Vec<&str> = selection
+        .images
+        .iter()
+        .map(|c| c.reference.as_str())
+        .collect();
     assert_eq!(refs, ["127.0.0.1:5000/a:v1", "127.0.0.1:5000/b:v1"]);
     assert_eq!(selection.images[0].digest.as_deref(), Some(D2));
     assert_eq!(selection.images[0].pull_secrets.len(), 2);
@@ -133,7 +137,10 @@ fn selection_merges_per_reference_keeps_the_newest_digest_and_reports_the_cut() 
 fn child_names_are_deterministic_valid_and_differ_per_policy_and_reference() {
     let a = child_name(&owner(), "127.0.0.1:5000/a:v1");
     assert_eq!(a, child_name(&owner(), "127.0.0.1:5000/a:v1"));
-    assert!(a.starts_with("team-") && a.len() == "team-".len() + 10, "{a}");
+    assert!(
+        a.starts_with("team-") && a.len() == "team-".len() + 10,
+        "{a}"
+    );
     assert_ne!(a, child_name(&owner(), "127.0.0.1:5000/a:v2"));
     let cluster = Owner {
         kind: "ClusterSociIndexPolicy",
@@ -147,7 +154,10 @@ fn child_names_are_deterministic_valid_and_differ_per_policy_and_reference() {
     let name = child_name(&long, "r");
     assert!(name.len() <= 51 && !name.contains("--"), "{name}");
     assert_eq!(image_name("127.0.0.1:5000/team/My_App:v1"), "my-app");
-    assert_eq!(image_name(&format!("docker.io/library/nginx@{D1}")), "nginx");
+    assert_eq!(
+        image_name(&format!("docker.io/library/nginx@{D1}")),
+        "nginx"
+    );
     assert_eq!(image_name("r/___:v1"), "image");
 }
 
@@ -159,7 +169,9 @@ fn the_child_spec_is_the_template_with_the_image_pinned_and_the_pull_secrets() {
             ..Default::default()
         }),
         credentials: Some(Credentials {
-            secret_refs: vec![SecretRef { name: "team-pull".into() }],
+            secret_refs: vec![SecretRef {
+                name: "team-pull".into(),
+            }],
             ..Default::default()
         }),
         interval: Some("1h".into()),
@@ -168,11 +180,21 @@ fn the_child_spec_is_the_template_with_the_image_pinned_and_the_pull_secrets() {
     let mut image = candidate("127.0.0.1:5000/team/app:v1", Some(D1), 1);
     image.pull_secrets.insert("pod-pull".into());
     let spec = child_spec(&template, &image);
-    assert_eq!(spec.images[0].image, format!("127.0.0.1:5000/team/app:v1@{D1}"));
+    assert_eq!(
+        spec.images[0].image,
+        format!("127.0.0.1:5000/team/app:v1@{D1}")
+    );
     assert_eq!(spec.images[0].name, "app");
     assert_eq!(spec.target, template.target);
     assert_eq!(spec.interval.as_deref(), Some("1h"));
-    let secrets: Vec<&str> = spec.credentials.as_ref().unwrap().secret_refs.iter().map(|s| s.name.as_str()).collect();
+    let secrets: Vec<&str> = spec
+        .credentials
+        .as_ref()
+        .unwrap()
+        .secret_refs
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     assert_eq!(secrets, ["pod-pull", "team-pull"]);
     // Unresolved, or a reference that is a digest already: as it is.
     assert_eq!(
@@ -226,11 +248,13 @@ fn children_are_created_updated_retained_and_deleted_after_the_retention() {
         retention,
         now(),
     );
-    let names = |refs: &[&str]| -> Vec<String> {
-        refs.iter().map(|r| child_name(&owner(), r)).collect()
-    };
+    let names =
+        |refs: &[&str]| -> Vec<String> { refs.iter().map(|r| child_name(&owner(), r)).collect() };
     assert_eq!(
-        plan.apply.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
+        plan.apply
+            .iter()
+            .map(|w| w.name.clone())
+            .collect::<Vec<_>>(),
         names(&["r/new:v1"])
     );
     assert_eq!(plan.mark_used, names(&["r/back:v1"]));
@@ -292,11 +316,24 @@ fn a_failing_source_keeps_its_children_and_zero_retention_deletes_at_once() {
 
 #[test]
 fn the_status_is_ready_only_when_every_selected_image_has_a_ready_child() {
-    let children = vec![existing("r/a:v1", None, true), existing("r/b:v1", None, false)];
+    let children = vec![
+        existing("r/a:v1", None, true),
+        existing("r/b:v1", None, false),
+    ];
     let selection = selection_of(&["r/a:v1", "r/b:v1"]);
     let plan = ChildrenPlan::default();
     let status = |children: &[ExistingChild], sources: Vec<SourceStatus>| {
-        policy_status(&owner(), None, Some(3), &selection, children, &plan, sources, None, now())
+        policy_status(
+            &owner(),
+            None,
+            Some(3),
+            &selection,
+            children,
+            &plan,
+            sources,
+            None,
+            now(),
+        )
     };
     let s = status(&children, Vec::new());
     let ready = condition::find(&s.conditions, READY).unwrap();
@@ -306,7 +343,10 @@ fn the_status_is_ready_only_when_every_selected_image_has_a_ready_child() {
     assert_eq!((s.children, s.ready_children, s.selected_images), (2, 1, 2));
     assert_eq!(s.summary.as_deref(), Some("1/2"));
 
-    let all_ready = vec![existing("r/a:v1", None, true), existing("r/b:v1", None, true)];
+    let all_ready = vec![
+        existing("r/a:v1", None, true),
+        existing("r/b:v1", None, true),
+    ];
     let s = status(&all_ready, Vec::new());
     let ready = condition::find(&s.conditions, READY).unwrap();
     assert_eq!(ready.status, ConditionStatus::True);
@@ -344,7 +384,11 @@ fn the_cut_is_counted_exactly_and_listed_up_to_twenty() {
     assert_eq!(s.cut_images.len(), 20);
     assert_eq!(s.selected_images, 26);
     let ready = condition::find(&s.conditions, READY).unwrap();
-    assert!(ready.message.contains("25 more were cut"), "{}", ready.message);
+    assert!(
+        ready.message.contains("25 more were cut"),
+        "{}",
+        ready.message
+    );
 }
 
 #[test]

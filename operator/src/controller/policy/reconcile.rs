@@ -35,14 +35,15 @@ pub async fn reconcile(ctx: &PolicyContext, policy: PolicyRef<'_>) -> anyhow::Re
         ctx.metrics.forget(policy.kind(), &policy.key());
         return Ok(Action::await_change());
     }
-    let settings = match Settings::from_spec(policy.spec()).and_then(|s| check_sources(&policy).map(|()| s)) {
-        Ok(s) => s,
-        Err(why) => {
-            let status = plan::invalid_status(policy.status(), generation, &why, now);
-            write_status(ctx, &policy, &status).await?;
-            return Ok(Action::await_change());
-        }
-    };
+    let settings =
+        match Settings::from_spec(policy.spec()).and_then(|s| check_sources(&policy).map(|()| s)) {
+            Ok(s) => s,
+            Err(why) => {
+                let status = plan::invalid_status(policy.status(), generation, &why, now);
+                write_status(ctx, &policy, &status).await?;
+                return Ok(Action::await_change());
+            }
+        };
     if policy.spec().suspend {
         return Ok(Action::await_change());
     }
@@ -54,8 +55,16 @@ pub async fn reconcile(ctx: &PolicyContext, policy: PolicyRef<'_>) -> anyhow::Re
 
     // Observe.
     let existing = observe::children(ctx, &owner.child_namespace, &uid).await?;
-    let (candidates, sources, unlisted) =
-        observe_sources(ctx, &policy, &settings, &existing, request.as_deref(), generation, now).await?;
+    let (candidates, sources, unlisted) = observe_sources(
+        ctx,
+        &policy,
+        &settings,
+        &existing,
+        request.as_deref(),
+        generation,
+        now,
+    )
+    .await?;
 
     // Plan.
     let selection = plan::select(candidates, &settings);
@@ -71,10 +80,16 @@ pub async fn reconcile(ctx: &PolicyContext, policy: PolicyRef<'_>) -> anyhow::Re
 
     // Apply.
     let api: Api<SociIndex> = Api::namespaced(ctx.main.client.clone(), &owner.child_namespace);
-    let names: Vec<String> = existing.iter().filter(|c| c.ours).map(|c| c.name.clone()).collect();
+    let names: Vec<String> = existing
+        .iter()
+        .filter(|c| c.ours)
+        .map(|c| c.name.clone())
+        .collect();
     let applied = apply::apply(&api, &owner, &children_plan, &names, now).await?;
     let mut children_plan = children_plan;
-    children_plan.conflicts.extend(applied.conflicts.iter().cloned());
+    children_plan
+        .conflicts
+        .extend(applied.conflicts.iter().cloned());
 
     // Status and Events.
     let status = plan::policy_status(
@@ -98,10 +113,27 @@ pub async fn reconcile(ctx: &PolicyContext, policy: PolicyRef<'_>) -> anyhow::Re
         i64::from(status.children),
     );
     for name in &applied.created {
-        publish(ctx, &policy, false, "ChildCreated", format!("created SociIndex {}/{name}", owner.child_namespace)).await;
+        publish(
+            ctx,
+            &policy,
+            false,
+            "ChildCreated",
+            format!("created SociIndex {}/{name}", owner.child_namespace),
+        )
+        .await;
     }
     for name in &applied.deleted {
-        publish(ctx, &policy, false, "ChildDeleted", format!("deleted SociIndex {}/{name}: its image was not selected for the retention", owner.child_namespace)).await;
+        publish(
+            ctx,
+            &policy,
+            false,
+            "ChildDeleted",
+            format!(
+                "deleted SociIndex {}/{name}: its image was not selected for the retention",
+                owner.child_namespace
+            ),
+        )
+        .await;
     }
     if status.cut_image_count != previous_cut && status.cut_image_count > 0 {
         publish(
@@ -162,7 +194,10 @@ async fn observe_sources(
     if policy.spec().sources.workloads.is_some() {
         let namespaces = observe::workload_namespaces(ctx, policy).await?;
         let found = observe::workload_candidates(ctx, policy, &namespaces).await?;
-        ctx.metrics.listings.with_label_values(&["workloads", "ok"]).inc();
+        ctx.metrics
+            .listings
+            .with_label_values(&["workloads", "ok"])
+            .inc();
         let distinct: BTreeSet<&str> = found.iter().map(|c| c.reference.as_str()).collect();
         sources.push(SourceStatus {
             source: WORKLOADS_SOURCE.into(),
@@ -173,8 +208,16 @@ async fn observe_sources(
         candidates.extend(found);
     }
     for source in &policy.spec().sources.repositories {
-        let before = previous.and_then(|p| p.sources.iter().find(|s| s.source == source.repository));
-        if !listing_due(previous, before, generation, request, settings.interval, now) {
+        let before =
+            previous.and_then(|p| p.sources.iter().find(|s| s.source == source.repository));
+        if !listing_due(
+            previous,
+            before,
+            generation,
+            request,
+            settings.interval,
+            now,
+        ) {
             if let Some(before) = before {
                 sources.push(before.clone());
             }
@@ -184,7 +227,10 @@ async fn observe_sources(
         }
         match observe::repository_candidates(ctx, policy, source).await {
             Ok(found) => {
-                ctx.metrics.listings.with_label_values(&["repository", "ok"]).inc();
+                ctx.metrics
+                    .listings
+                    .with_label_values(&["repository", "ok"])
+                    .inc();
                 sources.push(SourceStatus {
                     source: source.repository.clone(),
                     last_listed: Some(rfc3339(now)),
@@ -194,7 +240,10 @@ async fn observe_sources(
                 candidates.extend(found);
             }
             Err(why) => {
-                ctx.metrics.listings.with_label_values(&["repository", "error"]).inc();
+                ctx.metrics
+                    .listings
+                    .with_label_values(&["repository", "error"])
+                    .inc();
                 let mut status = before.cloned().unwrap_or_else(|| SourceStatus {
                     source: source.repository.clone(),
                     ..Default::default()
@@ -222,14 +271,20 @@ fn listing_due(
     now: Timestamp,
 ) -> bool {
     let Some(before) = before else { return true };
-    let Some(previous) = previous else { return true };
+    let Some(previous) = previous else {
+        return true;
+    };
     if previous.observed_generation != generation
         || before.error.is_some()
         || (request.is_some() && request != previous.last_handled_reconcile_at.as_deref())
     {
         return true;
     }
-    let Some(last) = before.last_listed.as_deref().and_then(|t| t.parse::<Timestamp>().ok()) else {
+    let Some(last) = before
+        .last_listed
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+    else {
         return true;
     };
     now.duration_since(last).unsigned_abs() >= interval
@@ -271,18 +326,26 @@ async fn write_status(
         PolicyRef::Namespaced(p) => {
             let api: Api<crate::api::policy::SociIndexPolicy> =
                 Api::namespaced(ctx.main.client.clone(), &p.namespace().unwrap_or_default());
-            api.patch_status(&name, &params, &Patch::Apply(&patch)).await?;
+            api.patch_status(&name, &params, &Patch::Apply(&patch))
+                .await?;
         }
         PolicyRef::Cluster(_) => {
             let api: Api<crate::api::policy::ClusterSociIndexPolicy> =
                 Api::all(ctx.main.client.clone());
-            api.patch_status(&name, &params, &Patch::Apply(&patch)).await?;
+            api.patch_status(&name, &params, &Patch::Apply(&patch))
+                .await?;
         }
     }
     Ok(())
 }
 
-async fn publish(ctx: &PolicyContext, policy: &PolicyRef<'_>, warning: bool, reason: &str, note: String) {
+async fn publish(
+    ctx: &PolicyContext,
+    policy: &PolicyRef<'_>,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
     let e = event(warning, EventAction::Reconcile, reason, note);
     if let Err(err) = ctx.main.recorder.publish(&e, &policy.object_ref()).await {
         tracing::warn!(error = %err, policy = %policy.key(), %reason, "publishing an Event");

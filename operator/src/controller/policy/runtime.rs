@@ -104,7 +104,9 @@ fn controller_of(child: &SociIndex, kind: &str) -> Option<(String, String)> {
     child
         .owner_references()
         .iter()
-        .find(|o| o.controller == Some(true) && o.kind == kind && o.api_version.starts_with("soci.dev/"))
+        .find(|o| {
+            o.controller == Some(true) && o.kind == kind && o.api_version.starts_with("soci.dev/")
+        })
         .map(|o| (o.name.clone(), child.namespace().unwrap_or_default()))
 }
 
@@ -209,7 +211,9 @@ async fn run_guarded(ctx: &PolicyContext, policy: PolicyRef<'_>) -> Result<Actio
             ctx.main.metrics.reconcile_panics.inc();
             Err(PolicyError(format!("the reconcile panicked: {message}")))
         }
-        Guarded::TimedOut => Err(PolicyError("the reconcile ran past --reconcile-timeout".into())),
+        Guarded::TimedOut => Err(PolicyError(
+            "the reconcile ran past --reconcile-timeout".into(),
+        )),
     }
 }
 
@@ -217,7 +221,12 @@ fn receive<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl futures_util::Strea
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
 }
 
-fn error_policy(ctx: &PolicyContext, uid: Option<String>, name: &str, error: &PolicyError) -> Action {
+fn error_policy(
+    ctx: &PolicyContext,
+    uid: Option<String>,
+    name: &str,
+    error: &PolicyError,
+) -> Action {
     let retry = ctx.main.retries.failed(&uid.unwrap_or_default());
     tracing::warn!(policy = %name, error = %error, ?retry, "policy reconcile failed");
     Action::requeue(retry)
@@ -258,9 +267,13 @@ mod tests {
         assert_eq!(spec.service_account_name.as_deref(), Some("sa"));
         let status = trimmed.status.as_ref().unwrap();
         assert!(status.phase.is_none());
-        assert_eq!(status.container_statuses.as_ref().unwrap()[0].image_id, "r/a@sha256:00");
+        assert_eq!(
+            status.container_statuses.as_ref().unwrap()[0].image_id,
+            "r/a@sha256:00"
+        );
         assert!(
-            serde_json::to_string(&trimmed).unwrap().len() * 4 < serde_json::to_string(&pod).unwrap().len()
+            serde_json::to_string(&trimmed).unwrap().len() * 4
+                < serde_json::to_string(&pod).unwrap().len()
         );
     }
 }

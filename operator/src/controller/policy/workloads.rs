@@ -23,8 +23,11 @@ pub struct WorkloadOptions<'a> {
 pub fn resolved_digest(image_id: &str) -> Option<String> {
     let (_, digest) = image_id.rsplit_once('@')?;
     let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then(|| digest.to_string())
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then(|| digest.to_string())
 }
 
 /// The normalised reference a Pod names (`docker.io/library/nginx:latest`), or `None` when it
@@ -181,7 +184,9 @@ mod tests {
                     container("side", "nginx"),
                 ],
                 init_containers: Some(vec![container("init", "127.0.0.1:5000/init:v2")]),
-                image_pull_secrets: Some(vec![LocalObjectReference { name: "pod-pull".into() }]),
+                image_pull_secrets: Some(vec![LocalObjectReference {
+                    name: "pod-pull".into(),
+                }]),
                 service_account_name: Some("builder".into()),
                 ..Default::default()
             }),
@@ -197,7 +202,9 @@ mod tests {
 
     fn accounts() -> BTreeMap<String, ServiceAccount> {
         let account = ServiceAccount {
-            image_pull_secrets: Some(vec![LocalObjectReference { name: "sa-pull".into() }]),
+            image_pull_secrets: Some(vec![LocalObjectReference {
+                name: "sa-pull".into(),
+            }]),
             ..Default::default()
         };
         BTreeMap::from([("builder".to_string(), account)])
@@ -220,7 +227,10 @@ mod tests {
             summary,
             [
                 ("127.0.0.1:5000/app:v1".to_string(), Some(D1.to_string())),
-                ("docker.io/library/nginx:latest".to_string(), Some(D2.to_string())),
+                (
+                    "docker.io/library/nginx:latest".to_string(),
+                    Some(D2.to_string())
+                ),
                 // Not started yet: no imageID, the tag is resolved by the child.
                 ("127.0.0.1:5000/init:v2".to_string(), None),
             ]
@@ -249,7 +259,10 @@ mod tests {
         // A bare id is the config's (docker-shim era), not a manifest's.
         assert_eq!(resolved_digest(D1), None);
         assert_eq!(resolved_digest("repo@sha256:abc"), None);
-        assert_eq!(resolved_digest(&format!("repo@{}", D1.to_uppercase())), None);
+        assert_eq!(
+            resolved_digest(&format!("repo@{}", D1.to_uppercase())),
+            None
+        );
         assert_eq!(resolved_digest(""), None);
     }
 
@@ -301,6 +314,10 @@ mod tests {
         let found = cron_job_candidates(&cron, &options);
         assert_eq!(found.len(), 3);
         assert!(found.iter().all(|c| c.digest.is_none()));
-        assert_eq!(found[0].pull_secrets.len(), 1, "the Pod's own secret, no account here");
+        assert_eq!(
+            found[0].pull_secrets.len(),
+            1,
+            "the Pod's own secret, no account here"
+        );
     }
 }
