@@ -117,12 +117,13 @@ default ServiceAccount and no token. */}}
 {{- end }}
 
 {{- define "soci-operator.policyRules" -}}
-# The policy controllers (cluster-wide installs only): the policies (watch, status by
-# server-side apply), their child SociIndexes (created, updated by server-side apply, marked
-# unused with a merge patch, deleted after the retention).
+# The policy controllers (cluster-wide installs only). The policies: watched, their status
+# written by server-side apply, the reconcile-request annotation patched for a push event.
+# Their child SociIndexes: created, updated by server-side apply, marked unused with a merge
+# patch, deleted after the retention.
 - apiGroups: [soci.dev]
   resources: [sociindexpolicies, clustersociindexpolicies]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [soci.dev]
   resources: [sociindexpolicies/status, clustersociindexpolicies/status]
   verbs: [get, patch]
