@@ -124,20 +124,23 @@ default ServiceAccount and no token. */}}
 - apiGroups: [soci.dev]
   resources: [sociindexpolicies, clustersociindexpolicies]
   verbs: [get, list, watch, patch]
+# The policies' status: read and written with server-side apply.
 - apiGroups: [soci.dev]
   resources: [sociindexpolicies/status, clustersociindexpolicies/status]
   verbs: [get, patch]
+# Child SociIndexes: created for a newly selected image, deleted after the retention.
 - apiGroups: [soci.dev]
   resources: [sociindexes]
   verbs: [create, delete]
-# The workloads source: Pods are watched (images, pull secrets, resolved digests), CronJobs
-# and ServiceAccounts (their imagePullSecrets) listed, Namespaces listed by label.
+# The workloads source: Pods are watched (images, pull secrets, resolved digests).
 - apiGroups: [""]
   resources: [pods]
   verbs: [watch]
+# CronJobs' templates: listed (their Pods come and go).
 - apiGroups: [batch]
   resources: [cronjobs]
   verbs: [list]
+# ServiceAccounts (their imagePullSecrets) and Namespaces (by label): listed.
 - apiGroups: [""]
   resources: [serviceaccounts, namespaces]
   verbs: [list]
