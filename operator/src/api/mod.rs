@@ -79,6 +79,33 @@ pub struct SociIndexSpec {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     #[schemars(length(min = 1, max = limits::MAX_IMAGES))]
     pub images: Vec<ImageSpec>,
+    /// Everything but the images: what a policy's template gives its children too.
+    #[serde(flatten)]
+    pub settings: IndexSettings,
+    /// Stop reconciling: no registry checks, no Jobs; the status is kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// Reads of `spec.target`, `spec.interval`, ... go to the shared settings.
+impl std::ops::Deref for SociIndexSpec {
+    type Target = IndexSettings;
+    fn deref(&self) -> &IndexSettings {
+        &self.settings
+    }
+}
+
+impl std::ops::DerefMut for SociIndexSpec {
+    fn deref_mut(&mut self) -> &mut IndexSettings {
+        &mut self.settings
+    }
+}
+
+/// How a SociIndex's images are indexed: its spec without the images (and `suspend`), and a
+/// policy's `template`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSettings {
     /// Where the SOCI-enabled image is written. Default: the source tag with suffix `-soci`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSpec>,
@@ -116,9 +143,6 @@ pub struct SociIndexSpec {
         "message": "interval must be between 10s and 720h (30 days)"
     }]))]
     pub interval: Option<String>,
-    /// Stop reconciling: no registry checks, no Jobs; the status is kept.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub suspend: bool,
     /// `Retain` (default) keeps what was pushed when this object is deleted. `Delete` adds the
     /// finalizer `soci.dev/cleanup`, which on deletion removes what the status records as
     /// pushed: the target image index (and so its tag, unless the tag was pushed again since),

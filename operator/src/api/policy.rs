@@ -2,9 +2,7 @@
 //! images themselves (the images Pods run, the tags of registry repositories) and keep one
 //! child `SociIndex` per image, made from a template.
 
-use super::{
-    Condition, Credentials, DeletionPolicy, IndexVersion, JobSettings, TargetSpec, limits,
-};
+use super::{Condition, limits};
 pub use crate::controller::policy_tags::{NewestTags, TagSelection, TagSort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
@@ -186,43 +184,9 @@ pub struct RepositorySource {
     pub tags: TagSelection,
 }
 
-/// A SociIndex spec without its images: what every child gets.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SociIndexTemplate {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<TargetSpec>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = limits::MAX_PLATFORMS),
-        inner(length(min = 1, max = limits::MAX_PLATFORM))
-    )]
-    pub platforms: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = limits::MAX_MIN_LAYER_SIZE))]
-    pub min_layer_size: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = limits::MIN_SPAN_SIZE, max = limits::MAX_SPAN_SIZE))]
-    pub span_size: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index_version: Option<IndexVersion>,
-    /// The children's credentials. A SociIndexPolicy's children also get the pull secrets of
-    /// the Pods that run their image (and of those Pods' ServiceAccounts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<Credentials>,
-    /// The children's `interval`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = limits::MAX_INTERVAL_TEXT),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-    )]
-    pub interval: Option<String>,
-    /// The children's `deletionPolicy` (what deleting a child after the retention does).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deletion_policy: Option<DeletionPolicy>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<JobSettings>,
-}
+/// What every child gets besides its image: a SociIndex spec without its images. A
+/// SociIndexPolicy's children also get the pull secrets of the Pods that run their image.
+pub type SociIndexTemplate = super::IndexSettings;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,7 +1,7 @@
 //! The plan, transition by transition, without a cluster.
 
 use super::*;
-use crate::api::{ImageSpec, SociIndexSpec};
+use crate::api::{ImageSpec, IndexSettings, SociIndexSpec};
 use crate::api::{PlatformStatus, TargetSpec};
 use crate::controller::durations::*;
 use crate::controller::naming::*;
@@ -21,16 +21,11 @@ fn spec(images: &[&str]) -> SociIndexSpec {
                 image: format!("127.0.0.1:5000/{n}:v1"),
             })
             .collect(),
-        target: None,
-        platforms: vec![],
-        min_layer_size: None,
-        span_size: None,
-        index_version: None,
-        credentials: None,
-        interval: Some("10m".into()),
+        settings: IndexSettings {
+            interval: Some("10m".into()),
+            ..Default::default()
+        },
         suspend: false,
-        deletion_policy: None,
-        job: None,
     }
 }
 

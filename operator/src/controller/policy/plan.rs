@@ -253,21 +253,15 @@ pub fn child_spec(template: &SociIndexTemplate, image: &Candidate) -> SociIndexS
             .map(|name| SecretRef { name })
             .collect();
     }
+    let mut settings = template.clone();
+    settings.credentials = credentials;
     SociIndexSpec {
         images: vec![ImageSpec {
             name: image_name(&image.reference),
             image: reference,
         }],
-        target: template.target.clone(),
-        platforms: template.platforms.clone(),
-        min_layer_size: template.min_layer_size,
-        span_size: template.span_size,
-        index_version: template.index_version,
-        credentials,
-        interval: template.interval.clone(),
+        settings,
         suspend: false,
-        deletion_policy: template.deletion_policy,
-        job: template.job.clone(),
     }
 }
 

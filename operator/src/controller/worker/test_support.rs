@@ -1,7 +1,7 @@
 //! The SociIndex and build request the worker tests share, and the spec fields a tenant may
 //! not set without the admin's leave.
 
-use crate::api::{ImageSpec, JobSettings, SociIndex, SociIndexSpec};
+use crate::api::{ImageSpec, IndexSettings, JobSettings, SociIndex, SociIndexSpec};
 use crate::controller::plan::{BuildRequest, BuildSettings};
 use k8s_openapi::api::core::v1::Toleration;
 
@@ -13,19 +13,15 @@ pub(super) fn owner() -> SociIndex {
                 name: "web".into(),
                 image: "127.0.0.1:5000/web:v1".into(),
             }],
-            target: None,
-            platforms: vec!["linux/amd64".into()],
-            min_layer_size: None,
-            span_size: None,
-            index_version: None,
-            credentials: None,
-            interval: None,
-            suspend: false,
-            deletion_policy: None,
-            job: Some(JobSettings {
-                active_deadline_seconds: Some(600),
+            settings: IndexSettings {
+                platforms: vec!["linux/amd64".into()],
+                job: Some(JobSettings {
+                    active_deadline_seconds: Some(600),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
+            },
+            suspend: false,
         },
     );
     o.metadata.namespace = Some("team".into());
