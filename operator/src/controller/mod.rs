@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod naming;
 pub mod observe;
 pub mod plan;
+pub mod policy_tags;
 pub mod reconcile;
 pub mod registry_check;
 pub mod runtime;
