@@ -142,6 +142,24 @@ pub async fn repository_candidates(
         .collect())
 }
 
+/// The tags of `tags` that are the targets our template writes for others of them (`v1-soci`
+/// for `v1`, whatever the suffix or template): never indexed again.
+pub fn own_targets(
+    repository: &RegistryRef,
+    tags: &[String],
+    target: Option<&crate::api::TargetSpec>,
+) -> BTreeSet<String> {
+    let name = super::plan::image_name(&repository.to_string());
+    tags.iter()
+        .filter_map(|tag| {
+            let source = repository.with_reference(tag);
+            let written =
+                crate::controller::naming::target_reference(&source, target, &name).ok()?;
+            written.tag.filter(|t| t != tag)
+        })
+        .collect()
+}
+
 /// The children that exist: every SociIndex in the child namespace labelled with the policy's
 /// uid (whether it controls them is [`ExistingChild::ours`]).
 pub async fn children(
@@ -158,4 +176,41 @@ pub async fn children(
         .iter()
         .map(|child| ExistingChild::of(child, uid))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::TargetSpec;
+
+    #[test]
+    fn our_own_target_tags_are_recognised_whatever_the_suffix_or_template() {
+        let repo = RegistryRef::parse("127.0.0.1:5000/team/app").unwrap();
+        let tags: Vec<String> = ["1.0", "1.0-lazy", "1.1", "idx-1.0", "1.0-soci"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let suffix = TargetSpec {
+            tag_suffix: Some("-lazy".into()),
+            ..Default::default()
+        };
+        let found = own_targets(&repo, &tags, Some(&suffix));
+        assert!(
+            found.contains("1.0-lazy") && found.contains("1.1-lazy"),
+            "{found:?}"
+        );
+        assert!(!found.contains("1.0") && !found.contains("1.1"));
+        let template = TargetSpec {
+            tag_template: Some("idx-{tag}".into()),
+            ..Default::default()
+        };
+        assert!(own_targets(&repo, &tags, Some(&template)).contains("idx-1.0"));
+        assert!(own_targets(&repo, &tags, None).contains("1.0-soci"));
+        // In place: the target is the tag itself, which stays a source.
+        let in_place = TargetSpec {
+            in_place: Some(true),
+            ..Default::default()
+        };
+        assert!(own_targets(&repo, &tags, Some(&in_place)).is_empty());
+    }
 }
