@@ -241,10 +241,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let app = router(options, sink, metrics)?;
+    serve_bounded(
+        listener,
+        app,
+        MAX_CONNECTIONS,
+        CONNECTION_LIFETIME,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve_bounded(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max_connections: usize,
+    lifetime: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let listener = BoundedListener {
         inner: listener,
-        permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-        lifetime: CONNECTION_LIFETIME,
+        permits: Arc::new(Semaphore::new(max_connections)),
+        lifetime,
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -675,3 +675,55 @@ async fn invalid_path_fails_serve() {
     .await;
     assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn connections_are_bounded_in_number_and_lifetime() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let lifetime = Duration::from_millis(400);
+    tokio::spawn(serve_bounded(
+        listener,
+        app,
+        1,
+        lifetime,
+        std::future::pending(),
+    ));
+
+    // A client dripping its headers (slow loris) holds the only connection slot...
+    let started = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // ...so a second connection is not served until the first is cut at its lifetime.
+    let second = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).await.unwrap();
+        (response, started.elapsed())
+    });
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
+        .await
+        .expect("the slow connection is closed at its lifetime");
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    let (response, when) = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        when >= Duration::from_millis(350),
+        "served at {when:?}, before the slot was free"
+    );
+}
