@@ -15,6 +15,7 @@ pub mod inspect_report;
 pub mod locks;
 pub mod progress;
 pub mod reason;
+pub mod receiver;
 pub mod registry;
 pub mod verification;
 

@@ -4,7 +4,8 @@
 //! with every digest checked.
 //!
 //! * [`registry_binary`]: `$SOCI_REGISTRY_BIN`, else `/usr/bin/docker-registry`, `None` if absent.
-//! * [`LocalRegistry::start`] / [`LocalRegistry::start_with_basic_auth`]: spawn, wait until `/v2/`
+//! * [`LocalRegistry::start`] / [`LocalRegistry::start_with_basic_auth`] /
+//!   [`LocalRegistry::start_with_config`] (extra config, e.g. `notifications`): spawn, wait until `/v2/`
 //!   answers, kill on drop. Its access log (every request, in order) is kept in [`LocalRegistry::log`].
 //! * [`RegistryHttp`]: push a layout's image ([`RegistryHttp::push_layout`]), pull an image's whole
 //!   graph ([`RegistryHttp::pull_graph`]) and write it as a layout ([`write_layout`]).
@@ -66,15 +67,22 @@ pub struct LocalRegistry {
 
 impl LocalRegistry {
     pub fn start() -> io::Result<Self> {
-        Self::spawn(None)
+        Self::spawn(None, "")
+    }
+
+    /// Anonymous, with `extra` (top-level YAML sections, e.g. `notifications:`) appended to
+    /// the generated config; it must not repeat a section the config has (`version`, `log`,
+    /// `storage`, `http`).
+    pub fn start_with_config(extra: &str) -> io::Result<Self> {
+        Self::spawn(None, extra)
     }
 
     /// htpasswd basic auth with one user (bcrypt, as distribution requires).
     pub fn start_with_basic_auth(user: &str, password: &str) -> io::Result<Self> {
-        Self::spawn(Some((user.to_string(), password.to_string())))
+        Self::spawn(Some((user.to_string(), password.to_string())), "")
     }
 
-    fn spawn(credentials: Option<(String, String)>) -> io::Result<Self> {
+    fn spawn(credentials: Option<(String, String)>, extra: &str) -> io::Result<Self> {
         let binary = registry_binary().ok_or_else(|| other("docker-registry not installed"))?;
         let dir = TempDir::new("soci-registry")?;
         let storage = dir.path().join("storage");
@@ -96,6 +104,7 @@ impl LocalRegistry {
                     htpasswd.display()
                 ));
             }
+            config.push_str(extra);
             let config_path = dir.path().join("config.yml");
             fs::write(&config_path, config)?;
             let log_path = dir.path().join("registry.log");
