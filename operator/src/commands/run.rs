@@ -91,6 +91,15 @@ pub struct RunArgs {
     /// `--namespace` scopes the operator.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     policies: bool,
+    /// Serve the registry push-event receiver here (`0.0.0.0:8090`); default: off.
+    #[arg(long, value_name = "ADDR")]
+    push_receiver_listen: Option<SocketAddr>,
+    /// The only path the receiver answers.
+    #[arg(long, default_value = "/hook/registry", value_name = "PATH")]
+    push_receiver_path: String,
+    /// The receiver's bearer token: a file (a mounted Secret), re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    push_receiver_token_file: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Serve /metrics, /healthz and /readyz here; `off` serves nothing.
@@ -141,6 +150,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         })
     } else {
         None
+    };
+    let push_receiver = match (args.push_receiver_listen, &args.push_receiver_token_file) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(UsageError(
+                "--push-receiver-listen needs --push-receiver-token-file (the bearer token)".into(),
+            )
+            .into());
+        }
+        (Some(listen), Some(token_file)) => Some(crate::receiver::ReceiverOptions::new(
+            listen,
+            args.push_receiver_path.clone(),
+            token_file.clone(),
+        )),
     };
     let registry = args.registry.client()?;
     let worker = WorkerOptions {
@@ -193,6 +216,9 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .with_context(|| format!("binding {addr}"))?;
             tokio::spawn(crate::admin::serve(listener, ctx.clone()));
         }
+        if let Some(options) = push_receiver {
+            start_push_receiver(ctx.clone(), options).await?;
+        }
         tracing::info!(worker_image = %ctx.worker.image, "soci-operator controller starting");
         let options = RunOptions {
             policies: args.policies && args.namespaces.is_empty(),
@@ -202,6 +228,32 @@ pub fn run(args: RunArgs) -> Result<()> {
         };
         crate::controller::runtime::run(ctx, options).await
     })
+}
+
+/// The push-event receiver (on every replica: a standby lists instead of reading the stores)
+/// and the task that turns its events into reconcile requests. The channel between them is
+/// bounded: when it is full the receiver answers 503 and the registry retries.
+async fn start_push_receiver(
+    ctx: Arc<Context>,
+    options: crate::receiver::ReceiverOptions,
+) -> Result<()> {
+    let metrics = crate::receiver::ReceiverMetrics::new()?;
+    metrics.register(&ctx.metrics.registry)?;
+    let triggers = crate::controller::push::trigger_counter(&ctx.metrics.registry)?;
+    let (sink, events) = tokio::sync::mpsc::channel(256);
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("binding the push receiver to {}", options.listen))?;
+    tracing::info!(listen = %options.listen, path = %options.path, "push receiver listening");
+    tokio::spawn(async move {
+        if let Err(e) =
+            crate::receiver::serve(listener, options, sink, metrics, std::future::pending()).await
+        {
+            tracing::error!(error = %e, "the push receiver stopped");
+        }
+    });
+    tokio::spawn(crate::controller::push::dispatch(ctx, triggers, events));
+    Ok(())
 }
 
 /// A duration flag within the bounds of `spec.interval` (10s to 720h), or `0` where

@@ -26,6 +26,7 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod policy_tags;
+pub mod push;
 pub mod reconcile;
 pub mod registry_check;
 pub mod runtime;

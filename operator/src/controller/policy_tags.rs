@@ -104,7 +104,9 @@ impl Default for TagSelection {
 #[serde(rename_all = "camelCase")]
 pub struct NewestTags {
     /// How many tags to follow (1 to 100).
+    // `int32`: the API server knows no `uint32` format.
     #[schemars(range(min = limits::MIN_NEWEST, max = limits::MAX_NEWEST))]
+    #[schemars(extend("format" = "int32"))]
     pub count: u32,
     /// How tags are ordered, newest first. `Semver` (default): by semver precedence; tags that
     /// are not semver are skipped, and so are pre-releases unless `pattern` is set (with

@@ -9,8 +9,6 @@ pub struct PolicyMetrics {
     pub children: IntGaugeVec,
     /// Source listings, by source kind and outcome.
     pub listings: IntCounterVec,
-    /// Push events that asked for a reconcile, by what they reached.
-    pub push_triggers: IntCounterVec,
 }
 
 impl PolicyMetrics {
@@ -36,22 +34,13 @@ impl PolicyMetrics {
             ),
             &["source", "outcome"],
         )?;
-        let push_triggers = IntCounterVec::new(
-            Opts::new(
-                "soci_operator_push_triggers_total",
-                "Reconciles requested by registry push events, by the kind of object reached",
-            ),
-            &["kind"],
-        )?;
         registry.register(Box::new(selected_images.clone()))?;
         registry.register(Box::new(children.clone()))?;
         registry.register(Box::new(listings.clone()))?;
-        registry.register(Box::new(push_triggers.clone()))?;
         Ok(Self {
             selected_images,
             children,
             listings,
-            push_triggers,
         })
     }
 
