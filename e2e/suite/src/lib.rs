@@ -22,6 +22,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config, ResourceExt};
 use serde_json::{Value, json};
+use soci_operator::api::policy::{ClusterSociIndexPolicy, PolicyStatus, SociIndexPolicy};
 use soci_operator::api::{ConditionStatus, ImageStatus, SociIndex};
 use soci_testkit::TempDir;
 use std::collections::HashMap;
@@ -38,6 +39,9 @@ use std::time::{Duration, Instant};
 pub use soci_operator::api;
 
 pub mod node;
+
+/// The proving ground's pause image (`e2e/proving-ground`'s PAUSE_TAG), in its registry.
+pub const PAUSE_IMAGE: &str = "pause:3.10-soci-pg";
 
 /// The proving ground, as `e2e/proving-ground env` describes it.
 #[derive(Debug, Clone)]
@@ -360,6 +364,8 @@ pub struct Ctx {
     pub work: TempDir,
     pub worker_image: String,
     namespaces: Mutex<Vec<String>>,
+    /// ClusterSociIndexPolicies of this test (cluster-scoped: deleted by name at the end).
+    cluster_policies: Mutex<Vec<String>>,
     logs: Mutex<Vec<PathBuf>>,
     passed: AtomicBool,
 }
@@ -401,6 +407,7 @@ impl Ctx {
             work: TempDir::new("soci-e2e")?,
             worker_image,
             namespaces: Mutex::new(Vec::new()),
+            cluster_policies: Mutex::new(Vec::new()),
             logs: Mutex::new(Vec::new()),
             passed: AtomicBool::new(false),
         };
@@ -666,6 +673,202 @@ impl Ctx {
             .items)
     }
 
+    // --- policies (SociIndexPolicy, ClusterSociIndexPolicy) ----------------------------------
+
+    /// `soci-operator run ARGS` over every namespace: the policy controllers run only so. Such
+    /// an operator sees every namespace's SociIndexes, so its tests run alone (`e2e/rust-tests`
+    /// runs tests/policies.rs on one thread, after the parallel suites); first it waits (up to
+    /// 2 min) until the namespaces of earlier tests are gone, so that it finds nothing of
+    /// theirs to reconcile, and says so if some remain.
+    pub async fn cluster_operator(&self, args: &[&str]) -> Result<Operator> {
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        let ours = self.namespaces.lock().unwrap().clone();
+        let others = poll(
+            Duration::from_secs(120),
+            Duration::from_secs(2),
+            async || {
+                let list = namespaces
+                    .list_metadata(&ListParams::default())
+                    .await
+                    .ok()?;
+                let others: Vec<String> = list
+                    .items
+                    .iter()
+                    .map(|n| n.name_any())
+                    .filter(|n| n.starts_with("soci-e2e-") && !ours.contains(n))
+                    .collect();
+                others.is_empty().then_some(())
+            },
+        )
+        .await;
+        if others.is_none() {
+            self.note("other tests' namespaces are still there after 2 min; going on");
+        }
+        self.operator_with(&[], args)
+    }
+
+    pub fn policies(&self, ns: &str) -> Api<SociIndexPolicy> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    pub fn cluster_policies(&self) -> Api<ClusterSociIndexPolicy> {
+        Api::all(self.client.clone())
+    }
+
+    /// Server-side apply of SociIndexPolicy NS/NAME with SPEC (JSON, as the YAML would be).
+    pub async fn apply_policy(&self, ns: &str, name: &str, spec: Value) -> Result<SociIndexPolicy> {
+        let object = json!({
+            "apiVersion": "soci.dev/v1alpha1",
+            "kind": "SociIndexPolicy",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        });
+        Ok(self
+            .policies(ns)
+            .patch(name, &PatchParams::apply("e2e"), &Patch::Apply(&object))
+            .await?)
+    }
+
+    /// Server-side apply of ClusterSociIndexPolicy NAME (deleted when the test ends).
+    pub async fn apply_cluster_policy(
+        &self,
+        name: &str,
+        spec: Value,
+    ) -> Result<ClusterSociIndexPolicy> {
+        {
+            let mut names = self.cluster_policies.lock().unwrap();
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        let object = json!({
+            "apiVersion": "soci.dev/v1alpha1",
+            "kind": "ClusterSociIndexPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        Ok(self
+            .cluster_policies()
+            .patch(name, &PatchParams::apply("e2e"), &Patch::Apply(&object))
+            .await?)
+    }
+
+    /// The children of the policy with UID in NS (label `soci.dev/policy-uid`), by name.
+    pub async fn children_of(&self, ns: &str, uid: &str) -> Result<Vec<SociIndex>> {
+        let mut children = self
+            .indexes(ns)
+            .list(&ListParams::default().labels(&format!("soci.dev/policy-uid={uid}")))
+            .await?
+            .items;
+        children.sort_by_key(|c| c.name_any());
+        Ok(children)
+    }
+
+    /// Waits until `cond` holds for object NAME of API (any kind), at most `timeout`; the last
+    /// status in the error.
+    pub async fn wait_object<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&K) -> bool,
+    ) -> Result<K>
+    where
+        K: kube::Resource
+            + Clone
+            + std::fmt::Debug
+            + Send
+            + k8s_openapi::serde::de::DeserializeOwned
+            + k8s_openapi::serde::Serialize
+            + 'static,
+    {
+        let found = tokio::time::timeout(
+            timeout,
+            await_condition(api.clone(), name, |o: Option<&K>| o.is_some_and(&cond)),
+        )
+        .await;
+        match found {
+            Ok(Ok(Some(o))) => Ok(o),
+            Ok(Ok(None)) => bail!("{name} is gone while waiting until {what}"),
+            Ok(Err(e)) => bail!("watching {name}: {e}"),
+            Err(_) => {
+                let status = match api.get_opt(name).await {
+                    Ok(Some(o)) => serde_json::to_value(&o)
+                        .map(|v| serde_json::to_string_pretty(&v["status"]).unwrap_or_default())
+                        .unwrap_or_default(),
+                    Ok(None) => "(no such object)".into(),
+                    Err(e) => format!("(get failed: {e})"),
+                };
+                bail!("{name}: not {what} after {timeout:?}; status: {status}")
+            }
+        }
+    }
+
+    /// Polls (every 2 s, at most `timeout`) policy NAME of API and its children in CHILD_NS
+    /// until `cond` holds for both; on timeout, the policy's status and the children (reference,
+    /// Ready) in the error. Children are waited on with the policy because its status alone
+    /// can be Ready between two changes (a Pod that reports its digest later changes a child).
+    pub async fn wait_policy<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        child_ns: &str,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&K, &[SociIndex]) -> bool,
+    ) -> Result<(K, Vec<SociIndex>)>
+    where
+        K: kube::Resource
+            + Clone
+            + k8s_openapi::serde::de::DeserializeOwned
+            + k8s_openapi::serde::Serialize
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let mut last = None;
+        let found = poll(timeout, Duration::from_secs(2), async || {
+            let policy = api.get_opt(name).await.ok()??;
+            let uid = policy.meta().uid.clone()?;
+            let children = self.children_of(child_ns, &uid).await.ok()?;
+            if cond(&policy, &children) {
+                return Some((policy, children));
+            }
+            last = Some((policy, children));
+            None
+        })
+        .await;
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        let (status, children) = match last {
+            Some((p, c)) => (
+                serde_json::to_value(&p)
+                    .map(|v| serde_json::to_string_pretty(&v["status"]).unwrap_or_default())
+                    .unwrap_or_default(),
+                c.iter()
+                    .map(|c| {
+                        format!(
+                            "{} ready={} image={}",
+                            child_reference(c),
+                            is_ready(c),
+                            c.spec
+                                .images
+                                .first()
+                                .map(|i| i.image.as_str())
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            None => ("(no such policy)".into(), String::new()),
+        };
+        bail!(
+            "policy {name}: not {what} after {timeout:?}; status: {status}; children: [{children}]"
+        )
+    }
+
     // --- registry and tools ----------------------------------------------------------------
 
     /// `crane --insecure ARGS`.
@@ -690,12 +893,30 @@ impl Ctx {
     /// Pushes an image of its own (a fresh 12 MiB noise layer, above the default 10 MiB minimum,
     /// so it gets a zTOC; linux/amd64) to REPO:TAG.
     pub fn push_image(&self, reference: &str) -> Result<()> {
+        self.push_noise_image(reference, None, 12 << 20)
+    }
+
+    /// Like [`Ctx::push_image`], on top of the proving ground's pause image: a container of it
+    /// runs (`/pause`, until stopped), so the node reports its `imageID`.
+    pub fn push_runnable_image(&self, reference: &str) -> Result<()> {
+        let base = format!("{}/{PAUSE_IMAGE}", self.g.registry);
+        self.push_noise_image(reference, Some(&base), 12 << 20)
+    }
+
+    /// Pushes REFERENCE: BASE (else an empty base) plus one layer of NOISE random bytes and a
+    /// small text file, linux/amd64.
+    pub fn push_noise_image(
+        &self,
+        reference: &str,
+        base: Option<&str>,
+        noise: usize,
+    ) -> Result<()> {
         let dir = TempDir::new("soci-e2e-img")?;
         let data = dir.path().join("root/data");
         fs::create_dir_all(&data)?;
-        let mut noise = vec![0u8; 12 << 20];
-        fs::File::open("/dev/urandom")?.read_exact(&mut noise)?;
-        fs::write(data.join("noise"), noise)?;
+        let mut bytes = vec![0u8; noise];
+        fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        fs::write(data.join("noise"), bytes)?;
         let numbers: String = (1..=100000).map(|i| format!("{i}\n")).collect();
         fs::write(data.join("numbers"), numbers)?;
         let layer = dir.path().join("layer.tar");
@@ -714,7 +935,12 @@ impl Ctx {
                 .arg("data"),
         )?;
         let layer = layer.to_string_lossy().to_string();
-        self.crane(&["append", "--oci-empty-base", "-f", &layer, "-t", reference])?;
+        let mut append = vec!["append", "-f", &layer, "-t", reference];
+        match base {
+            Some(base) => append.extend(["-b", base]),
+            None => append.push("--oci-empty-base"),
+        }
+        self.crane(&append)?;
         self.crane(&[
             "mutate",
             "--set-platform",
@@ -765,6 +991,7 @@ impl Drop for Ctx {
         // The operators are gone (dropped before the context): a cleanup finalizer left behind
         // would hold the namespace, so strip them, then delete the namespaces (not waiting).
         let namespaces = std::mem::take(&mut *self.namespaces.lock().unwrap());
+        let cluster_policies = std::mem::take(&mut *self.cluster_policies.lock().unwrap());
         let g = self.g;
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -773,6 +1000,11 @@ impl Drop for Ctx {
                 .expect("runtime");
             rt.block_on(async move {
                 let Ok(client) = g.client().await else { return };
+                // Their children (in the test's namespaces) go with the namespaces anyway.
+                let cluster = Api::<ClusterSociIndexPolicy>::all(client.clone());
+                for name in cluster_policies {
+                    let _ = cluster.delete(&name, &DeleteParams::background()).await;
+                }
                 for ns in namespaces {
                     let api = Api::<SociIndex>::namespaced(client.clone(), &ns);
                     if let Ok(list) = api.list(&ListParams::default()).await {
@@ -885,4 +1117,28 @@ pub async fn poll<T>(
         }
         tokio::time::sleep(every).await;
     }
+}
+
+// --- policy status helpers -------------------------------------------------------------------
+
+/// A policy status's condition TYPE.
+pub fn policy_condition<'a>(
+    s: Option<&'a PolicyStatus>,
+    type_: &str,
+) -> Option<&'a api::Condition> {
+    s?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether condition TYPE of a policy status is True.
+pub fn policy_true(s: Option<&PolicyStatus>, type_: &str) -> bool {
+    policy_condition(s, type_).is_some_and(|c| c.status == ConditionStatus::True)
+}
+
+/// The reference a policy's child stands for (annotation `soci.dev/policy-image`), or "".
+pub fn child_reference(child: &SociIndex) -> String {
+    child
+        .annotations()
+        .get("soci.dev/policy-image")
+        .cloned()
+        .unwrap_or_default()
 }

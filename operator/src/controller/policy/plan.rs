@@ -434,7 +434,11 @@ pub fn policy_status(
         .filter(|c| c.ours)
         .map(|c| (c.name.as_str(), c))
         .collect();
-    let ready = ours.values().filter(|c| c.ready).count();
+    // Those deleted now are no longer counted, Ready or not.
+    let ready = ours
+        .values()
+        .filter(|c| c.ready && !plan.delete.contains(&c.name))
+        .count();
     let created = plan
         .apply
         .iter()

@@ -365,6 +365,38 @@ fn the_status_is_ready_only_when_every_selected_image_has_a_ready_child() {
 }
 
 #[test]
+fn a_child_deleted_now_counts_neither_as_a_child_nor_as_ready() {
+    let children = vec![
+        existing("r/kept:v1", None, true),
+        existing("r/gone:v1", Some("2026-12-01T00:00:00Z"), true),
+    ];
+    let selection = selection_of(&["r/kept:v1"]);
+    let plan = plan_children(
+        &owner(),
+        &SociIndexTemplate::default(),
+        &selection,
+        &children,
+        &BTreeSet::new(),
+        Duration::from_secs(60),
+        now(),
+    );
+    assert_eq!(plan.delete, [child_name(&owner(), "r/gone:v1")]);
+    let s = policy_status(
+        &owner(),
+        None,
+        Some(1),
+        &selection,
+        &children,
+        &plan,
+        Vec::new(),
+        None,
+        now(),
+    );
+    assert_eq!((s.children, s.ready_children), (1, 1));
+    assert_eq!(s.summary.as_deref(), Some("1/1"));
+}
+
+#[test]
 fn the_cut_is_counted_exactly_and_listed_up_to_twenty() {
     let mut selection = selection_of(&["r/a:v1"]);
     selection.cut = (0..25).map(|i| format!("r/cut{i}:v1")).collect();

@@ -53,7 +53,10 @@ pub async fn reconcile(ctx: &PolicyContext, policy: PolicyRef<'_>) -> anyhow::Re
         .and_then(|a| a.get(RECONCILE_REQUEST_ANNOTATION))
         .cloned();
 
-    // Observe.
+    // Observe. An unsynced Pod store would look like no Pods, marking every child unused.
+    if policy.spec().sources.workloads.is_some() {
+        ctx.pods.wait_until_ready().await?;
+    }
     let existing = observe::children(ctx, &owner.child_namespace, &uid).await?;
     let (candidates, sources, unlisted) = observe_sources(
         ctx,

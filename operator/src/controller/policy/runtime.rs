@@ -85,7 +85,8 @@ pub fn watch_pods(
         .default_backoff()
         .modify(trim_pod)
         .reflect(writer)
-        .applied_objects()
+        // Deleted Pods too: a deletion may be the only event (force deletion, Pod GC).
+        .touched_objects()
         .for_each(move |pod| {
             let namespaces = namespaces.clone();
             async move {
