@@ -36,18 +36,16 @@ fn notifying_registry(port: u16, token: &str) -> Result<LocalRegistry> {
 }
 
 /// A cluster-wide operator with the receiver on `port` and `token` in a file.
-fn receiving_operator(t: &Ctx, port: u16, token: &str) -> Result<Operator> {
+async fn receiving_operator(t: &Ctx, port: u16, token: &str) -> Result<Operator> {
     let file = tempfile_in(t, "push-token", token)?;
     let listen = format!("127.0.0.1:{port}");
-    t.operator_with(
-        &[],
-        &[
-            "--push-receiver-listen",
-            &listen,
-            "--push-receiver-token-file",
-            &file,
-        ],
-    )
+    t.cluster_operator(&[
+        "--push-receiver-listen",
+        &listen,
+        "--push-receiver-token-file",
+        &file,
+    ])
+    .await
 }
 
 fn tempfile_in(t: &Ctx, name: &str, content: &str) -> Result<String> {
@@ -64,7 +62,7 @@ async fn push_moves_tag() -> Result<()> {
     let t = start!("push-moves-tag");
     let port = free_port()?;
     let registry = notifying_registry(port, "right-token")?;
-    let op = receiving_operator(&t, port, "right-token")?;
+    let op = receiving_operator(&t, port, "right-token").await?;
     let image = format!("{}/e2e/app:v1", registry.host());
     t.push_image(&image)?;
     let first = t.digest(&image).context("digest of v1")?;
@@ -106,7 +104,7 @@ async fn push_new_tag_policy() -> Result<()> {
     let port = free_port()?;
     let right = notifying_registry(port, "right-token")?;
     let wrong = notifying_registry(port, "wrong-token")?;
-    let op = receiving_operator(&t, port, "right-token")?;
+    let op = receiving_operator(&t, port, "right-token").await?;
     let followed = format!("{}/e2e/api", right.host());
     let refused = format!("{}/e2e/api", wrong.host());
     for repository in [&followed, &refused] {
