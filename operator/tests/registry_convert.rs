@@ -200,9 +200,7 @@ fn corpus_matches_upstream_through_registry() {
 /// A small two-layer image above the default-sized threshold we pass (`--min-layer-size 0`).
 /// `inspect REF -o json`, which must succeed.
 fn inspect_json(reference: &str) -> Value {
-    let out = run_ours(&["inspect", reference, "-o", "json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    run_ok_json(&["inspect", reference, "-o", "json"])
 }
 
 /// The entry of `platform` in an `inspect` report.
@@ -216,11 +214,50 @@ fn platform_of(report: &Value, platform: &str) -> Value {
         .clone()
 }
 
-fn sample_case() -> CorpusCase {
+/// The corpus case most tests convert: small, two layers.
+const SAMPLE_CASE: &str = "docker-moby-modes-whiteouts";
+
+/// The Quick corpus case NAME.
+fn case_named(name: &str) -> CorpusCase {
     corpus(Scale::Quick)
         .into_iter()
-        .find(|c| c.name == "docker-moby-modes-whiteouts")
-        .expect("corpus case")
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no corpus case {name}"))
+}
+
+fn sample_case() -> CorpusCase {
+    case_named(SAMPLE_CASE)
+}
+
+/// A registry with corpus case CASE pushed to `REPO:v1`, the temporary directory it was
+/// written in and the source reference `<registry>/REPO:v1`.
+struct Pushed {
+    registry: LocalRegistry,
+    tmp: TempDir,
+    src: String,
+}
+
+/// [`Pushed`] for `test` (the temporary directory named after `tmp`); `None` when
+/// `registry_or_skip(test)` says to skip.
+fn pushed(test: &str, tmp: &str, case: &str, repo: &str) -> Option<Pushed> {
+    registry_or_skip(test)?;
+    let registry = LocalRegistry::start().expect("registry");
+    let tmp = TempDir::new(tmp).unwrap();
+    push_case(&registry.client(), tmp.path(), &case_named(case), repo).unwrap();
+    let src = format!("{}/{repo}:v1", registry.host());
+    Some(Pushed { registry, tmp, src })
+}
+
+/// Runs ours with `args`, which must succeed.
+fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = run_ours(args);
+    assert!(out.status.success(), "{}", describe(&out));
+    out
+}
+
+/// [`run_ok`], its stdout read as JSON.
+fn run_ok_json(args: &[&str]) -> Value {
+    serde_json::from_slice(&run_ok(args).stdout).unwrap()
 }
 
 #[test]
@@ -236,7 +273,7 @@ fn basic_auth_right_wrong_and_missing_credentials() {
 
     let good = registry.docker_config(None).unwrap();
     let good = good.to_str().unwrap();
-    let out = run_ours(&[
+    run_ok(&[
         "convert",
         &src,
         &dst,
@@ -245,7 +282,6 @@ fn basic_auth_right_wrong_and_missing_credentials() {
         "--registry-config",
         good,
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
     assert!(
         registry
             .client()
@@ -299,17 +335,14 @@ fn layout_and_cross_registry_paths_agree_with_oci_to_oci() {
     let source_registry = LocalRegistry::start().expect("registry");
     let target_registry = LocalRegistry::start_with_basic_auth("u", "p").expect("registry");
     let tmp = TempDir::new("soci-reg-paths").unwrap();
-    let case = corpus(Scale::Quick)
-        .into_iter()
-        .find(|c| c.name == "multiarch-all-platforms")
-        .unwrap();
+    let case = case_named("multiarch-all-platforms");
     push_case(&source_registry.client(), tmp.path(), &case, "app").unwrap();
     // The reference result: oci: → oci: of the image as the registry holds it.
     let pulled = source_registry.client().pull_graph("app", "v1").unwrap();
     write_layout(&tmp.path().join("pulled"), &pulled).unwrap();
     let pulled_ref = format!("oci:{}", tmp.path().join("pulled").display());
     let reference = tmp.path().join("reference");
-    let out = run_ours(&[
+    run_ok(&[
         "convert",
         &pulled_ref,
         &format!("oci:{}", reference.display()),
@@ -317,7 +350,6 @@ fn layout_and_cross_registry_paths_agree_with_oci_to_oci() {
         "0",
         "--all-platforms",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
     let want = top_digest(&reference);
     let config = target_registry.docker_config(None).unwrap();
     let config = config.to_str().unwrap();
@@ -334,9 +366,7 @@ fn layout_and_cross_registry_paths_agree_with_oci_to_oci() {
     let dst = format!("{}/copy:soci", target_registry.host());
     let mut args = vec!["convert", src.as_str(), dst.as_str(), "-o", "json"];
     args.extend(common);
-    let out = run_ours(&args);
-    assert!(out.status.success(), "{}", describe(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_ok_json(&args);
     assert_eq!(report["imageIndex"]["digest"], want.as_str());
     assert_eq!(report["transfer"]["linked"], 0);
     let copied = target_registry.client().pull_graph("copy", "soci").unwrap();
@@ -345,17 +375,14 @@ fn layout_and_cross_registry_paths_agree_with_oci_to_oci() {
     compare_layouts(&tmp.path().join("copied"), &reference).unwrap();
 
     // Run again: everything is already there, only the tag is written again.
-    let out = run_ours(&args);
-    assert!(out.status.success(), "{}", describe(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_ok_json(&args);
     assert_eq!(report["transfer"]["written"], 0, "{report}");
 
     // oci: → registry.
     let dst = format!("{}/from-layout:soci", target_registry.host());
     let mut args = vec!["convert", pulled_ref.as_str(), dst.as_str()];
     args.extend(common);
-    let out = run_ours(&args);
-    assert!(out.status.success(), "{}", describe(&out));
+    run_ok(&args);
     let pushed = target_registry
         .client()
         .pull_graph("from-layout", "soci")
@@ -367,14 +394,13 @@ fn layout_and_cross_registry_paths_agree_with_oci_to_oci() {
     let dst = format!("oci:{}", out_dir.display());
     let mut args = vec!["convert", src.as_str(), dst.as_str()];
     args.extend(common);
-    let out = run_ours(&args);
-    assert!(out.status.success(), "{}", describe(&out));
+    run_ok(&args);
     assert_eq!(top_digest(&out_dir), want);
     compare_layouts(&out_dir, &reference).unwrap();
 
     // Same registry, other repository: layers and configs are mounted, not uploaded.
     let dst = format!("{}/mounted:soci", source_registry.host());
-    let out = run_ours(&[
+    let report = run_ok_json(&[
         "convert",
         &src,
         &dst,
@@ -384,8 +410,6 @@ fn layout_and_cross_registry_paths_agree_with_oci_to_oci() {
         "-o",
         "json",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         report["transfer"]["linked"].as_u64().unwrap() > 0,
         "{report}"
@@ -395,12 +419,19 @@ fn layout_and_cross_registry_paths_agree_with_oci_to_oci() {
 
 #[test]
 fn corrupt_source_blob_fails_permanently_without_tag() {
-    if registry_or_skip("corrupt_source_blob_fails_permanently_without_tag").is_none() {
+    let Some(Pushed {
+        registry,
+        tmp: _tmp,
+        src,
+    }) = pushed(
+        "corrupt_source_blob_fails_permanently_without_tag",
+        "soci-reg-corrupt",
+        SAMPLE_CASE,
+        "bad",
+    )
+    else {
         return;
-    }
-    let registry = LocalRegistry::start().expect("registry");
-    let tmp = TempDir::new("soci-reg-corrupt").unwrap();
-    push_case(&registry.client(), tmp.path(), &sample_case(), "bad").unwrap();
+    };
     let manifest = registry
         .client()
         .get_manifest("bad", "v1")
@@ -419,7 +450,6 @@ fn corrupt_source_blob_fails_permanently_without_tag() {
     bytes[last] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
 
-    let src = format!("{}/bad:v1", registry.host());
     let dst = format!("{}/bad-out:soci", registry.host());
     let out = run_ours(&["convert", &src, &dst, "--min-layer-size", "0"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -438,20 +468,22 @@ fn corrupt_source_blob_fails_permanently_without_tag() {
 
 #[test]
 fn tag_is_written_last() {
-    if registry_or_skip("tag_is_written_last").is_none() {
+    let Some(Pushed {
+        registry,
+        tmp: _tmp,
+        src,
+    }) = pushed(
+        "tag_is_written_last",
+        "soci-reg-order",
+        "multiarch-all-platforms",
+        "order/src",
+    )
+    else {
         return;
-    }
-    let registry = LocalRegistry::start().expect("registry");
-    let tmp = TempDir::new("soci-reg-order").unwrap();
-    let case = corpus(Scale::Quick)
-        .into_iter()
-        .find(|c| c.name == "multiarch-all-platforms")
-        .unwrap();
-    push_case(&registry.client(), tmp.path(), &case, "order/src").unwrap();
+    };
     let before = registry.log().lines().count();
-    let src = format!("{}/order/src:v1", registry.host());
     let dst = format!("{}/order/dst:soci", registry.host());
-    let out = run_ours(&[
+    let report = run_ok_json(&[
         "convert",
         &src,
         &dst,
@@ -461,8 +493,6 @@ fn tag_is_written_last() {
         "-o",
         "json",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     // The registry's access log, in arrival order: every write request of this run.
     let log = registry.log();
     let writes: Vec<&str> = log
@@ -502,16 +532,17 @@ fn tag_is_written_last() {
 
 #[test]
 fn dry_run_prints_the_plan_and_writes_nothing() {
-    if registry_or_skip("dry_run_prints_the_plan_and_writes_nothing").is_none() {
+    let Some(Pushed { registry, tmp, src }) = pushed(
+        "dry_run_prints_the_plan_and_writes_nothing",
+        "soci-reg-dry",
+        SAMPLE_CASE,
+        "dry",
+    ) else {
         return;
-    }
-    let registry = LocalRegistry::start().expect("registry");
-    let tmp = TempDir::new("soci-reg-dry").unwrap();
-    push_case(&registry.client(), tmp.path(), &sample_case(), "dry").unwrap();
-    let src = format!("{}/dry:v1", registry.host());
+    };
     let dst = format!("{}/dry-out:soci", registry.host());
     let before = registry.log().lines().count();
-    let out = run_ours(&[
+    let plan = run_ok_json(&[
         "convert",
         &src,
         &dst,
@@ -521,8 +552,6 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         "-o",
         "json",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers = plan["platforms"][0]["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2);
     assert!(layers.iter().any(|l| l["action"] == "index"), "{plan}");
@@ -543,7 +572,7 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
 
     let out_dir = tmp.path().join("never");
     let dst = format!("oci:{}", out_dir.display());
-    let out = run_ours(&[
+    let out = run_ok(&[
         "convert",
         &src,
         &dst,
@@ -551,7 +580,6 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         "--min-layer-size",
         "1000",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("platform linux/amd64"), "{text}");
     assert!(text.contains("  index sha256:"), "{text}");
@@ -606,17 +634,19 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn inspect_reports_binding_per_platform_and_layer() {
-    if registry_or_skip("inspect_reports_binding_per_platform_and_layer").is_none() {
+    let Some(Pushed {
+        registry,
+        tmp: _tmp,
+        src,
+    }) = pushed(
+        "inspect_reports_binding_per_platform_and_layer",
+        "soci-reg-inspect",
+        "multiarch-all-platforms",
+        "insp",
+    )
+    else {
         return;
-    }
-    let registry = LocalRegistry::start().expect("registry");
-    let tmp = TempDir::new("soci-reg-inspect").unwrap();
-    let case = corpus(Scale::Quick)
-        .into_iter()
-        .find(|c| c.name == "multiarch-all-platforms")
-        .unwrap();
-    push_case(&registry.client(), tmp.path(), &case, "insp").unwrap();
-    let src = format!("{}/insp:v1", registry.host());
+    };
     let dst = format!("{}/insp:soci", registry.host());
 
     // Before conversion: nothing is bound.
@@ -629,7 +659,7 @@ fn inspect_reports_binding_per_platform_and_layer() {
     );
     assert!(platforms.iter().all(|p| p["binding"] == "none"), "{report}");
 
-    let out = run_ours(&[
+    run_ok(&[
         "convert",
         &src,
         &dst,
@@ -638,7 +668,6 @@ fn inspect_reports_binding_per_platform_and_layer() {
         "--platform",
         "linux/amd64",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
     let report = inspect_json(&dst);
     let amd64 = platform_of(&report, "linux/amd64");
     assert_eq!(amd64["binding"], "v2", "{report}");
@@ -661,8 +690,7 @@ fn inspect_reports_binding_per_platform_and_layer() {
     // Delete one zTOC from the registry: inspect reports it missing.
     let ztoc = amd64["layers"][0]["ztoc"].as_str().unwrap();
     std::fs::remove_file(registry.blob_data_path(ztoc)).unwrap();
-    let out = run_ours(&["inspect", &dst]);
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = run_ok(&["inspect", &dst]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("missing-ztoc"), "{text}");
     assert!(text.contains("linux/amd64"), "{text}");
@@ -675,24 +703,19 @@ fn large_layer_is_uploaded_in_chunks() {
     }
     let registry = LocalRegistry::start().expect("registry");
     let tmp = TempDir::new("soci-reg-chunks").unwrap();
-    let case = corpus(Scale::Quick)
-        .into_iter()
-        .find(|c| c.name == "default-flags-10mib-layer")
-        .unwrap();
+    let case = case_named("default-flags-10mib-layer");
     let src = tmp.path().join("src");
     (case.write)(&src).unwrap();
     let reference = tmp.path().join("reference");
-    let out = run_ours(&[
+    run_ok(&[
         "convert",
         &format!("oci:{}", src.display()),
         &format!("oci:{}", reference.display()),
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
 
     let before = registry.log().lines().count();
     let dst = format!("{}/chunks:soci", registry.host());
-    let out = run_ours(&["convert", &format!("oci:{}", src.display()), &dst]);
-    assert!(out.status.success(), "{}", describe(&out));
+    run_ok(&["convert", &format!("oci:{}", src.display()), &dst]);
     let log = registry.log();
     let patches = log
         .lines()
@@ -709,18 +732,20 @@ fn large_layer_is_uploaded_in_chunks() {
 /// the snapshotter, with v1 enabled) find it; converting again lists nothing twice.
 #[test]
 fn v1_indexes_are_listed_under_the_referrers_tag() {
-    if registry_or_skip("v1_indexes_are_listed_under_the_referrers_tag").is_none() {
+    let Some(Pushed {
+        registry,
+        tmp: _tmp,
+        src,
+    }) = pushed(
+        "v1_indexes_are_listed_under_the_referrers_tag",
+        "soci-reg-v1",
+        "multiarch-all-platforms",
+        "v1img",
+    )
+    else {
         return;
-    }
-    let registry = LocalRegistry::start().expect("registry");
+    };
     let client = registry.client();
-    let tmp = TempDir::new("soci-reg-v1").unwrap();
-    let case = corpus(Scale::Quick)
-        .into_iter()
-        .find(|c| c.name == "multiarch-all-platforms")
-        .unwrap();
-    push_case(&client, tmp.path(), &case, "v1img").unwrap();
-    let src = format!("{}/v1img:v1", registry.host());
     let dst = format!("{}/v1img:v1-soci", registry.host());
     let convert = || {
         let out = run_ours(&[
@@ -779,9 +804,7 @@ fn v1_indexes_are_listed_under_the_referrers_tag() {
     let arm = platform_of(&report, "linux/arm64/v8");
     assert_eq!(arm["binding"], "none", "{report}");
 
-    let out = run_ours(&["verify", &dst, "-o", "json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let verified = run_ok_json(&["verify", &dst, "-o", "json"]);
     let bound: Vec<&Value> = verified["platforms"]
         .as_array()
         .unwrap()

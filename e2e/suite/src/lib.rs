@@ -620,6 +620,18 @@ impl Ctx {
         self.wait_true(&self.ns, name, "Ready", timeout).await
     }
 
+    /// [`Ctx::apply`], then [`Ctx::wait_ready`] (at most `timeout`): the Ready object.
+    pub async fn apply_ready(
+        &self,
+        name: &str,
+        image: &str,
+        extra: Value,
+        timeout: Duration,
+    ) -> Result<SociIndex> {
+        self.apply(name, image, extra).await?;
+        self.wait_ready(name, timeout).await
+    }
+
     /// Deletes NS/NAME and waits (at most `timeout`) until it is gone (finalizers done).
     pub async fn delete_and_wait(&self, ns: &str, name: &str, timeout: Duration) -> Result<()> {
         let uid = self.get(ns, name).await?.uid().unwrap_or_default();

@@ -425,11 +425,22 @@ fn check_claims(status: &api::SociIndexStatus, ran: &HashMap<String, Ran>) -> Re
     }
 }
 
-/// One image shape converted by the operator and run lazily; its claim checked.
-async fn lazy_case(t: &Ctx, case: &str, counts: &[(&str, (i32, i32, i32))]) -> Result<()> {
+/// What [`lazy_run`] leaves: the generated image, the operator (kept running for the checks),
+/// the Ready object, its deploy reference and how the node ran it.
+struct LazyRun {
+    generated: Generated,
+    _operator: Operator,
+    o: api::SociIndex,
+    deploy: String,
+    ran: Ran,
+}
+
+/// Generates CASE, pushes it as `<repo CASE>:v1`, converts it through the operator, checks the
+/// layer counts and runs the deploy reference lazily (Pod `run-CASE`).
+async fn lazy_run(t: &Ctx, case: &str, counts: &[(&str, (i32, i32, i32))]) -> Result<LazyRun> {
     let generated = generate(t, case)?;
     let image = push(t, &generated.layout, &format!("{}:v1", t.repo(case)))?;
-    let (_operator, o) = converted(t, case, &image).await?;
+    let (operator, o) = converted(t, case, &image).await?;
     let deploy = check_counts(&o, case, counts)?;
     let ran = check_image(
         t,
@@ -439,7 +450,22 @@ async fn lazy_case(t: &Ctx, case: &str, counts: &[(&str, (i32, i32, i32))]) -> R
         Expect::Lazy,
     )
     .await?;
-    check_claims(o.status.as_ref().unwrap(), &HashMap::from([(deploy, ran)]))?;
+    Ok(LazyRun {
+        generated,
+        _operator: operator,
+        o,
+        deploy,
+        ran,
+    })
+}
+
+/// One image shape converted by the operator and run lazily; its claim checked.
+async fn lazy_case(t: &Ctx, case: &str, counts: &[(&str, (i32, i32, i32))]) -> Result<()> {
+    let run = lazy_run(t, case, counts).await?;
+    check_claims(
+        run.o.status.as_ref().unwrap(),
+        &HashMap::from([(run.deploy, run.ran)]),
+    )?;
     t.pass();
     Ok(())
 }
@@ -476,15 +502,13 @@ async fn lazy_docker_media_types() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn lazy_syncflush_ours_and_upstreams_refused() -> Result<()> {
     let t = start!("lazy-syncflush");
-    let generated = generate(&t, "syncflush")?;
-    let image = push(
-        &t,
-        &generated.layout,
-        &format!("{}:v1", t.repo("syncflush")),
-    )?;
-    let (_operator, o) = converted(&t, "syncflush", &image).await?;
-    let deploy = check_counts(&o, "syncflush", &[("*", (1, 1, 0))])?;
-    let ours = check_image(&t, "run-syncflush", &deploy, &generated.files, Expect::Lazy).await?;
+    let LazyRun {
+        generated,
+        _operator,
+        o,
+        deploy,
+        ran: ours,
+    } = lazy_run(&t, "syncflush", &[("*", (1, 1, 0))]).await?;
     let upstream_ref = format!("{}:v1-upstream", t.repo("syncflush"));
     let upstream = upstream_conversion(&t, &generated.layout, &upstream_ref)?;
     let theirs = check_image(
@@ -520,11 +544,13 @@ async fn lazy_syncflush_ours_and_upstreams_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn lazy_same_image_ours_upstreams_and_a_crane_copy() -> Result<()> {
     let t = start!("lazy-twice");
-    let generated = generate(&t, "twice")?;
-    let image = push(&t, &generated.layout, &format!("{}:v1", t.repo("twice")))?;
-    let (_operator, o) = converted(&t, "twice", &image).await?;
-    let deploy = check_counts(&o, "twice", &[("*", (1, 1, 0))])?;
-    let ours = check_image(&t, "run-twice", &deploy, &generated.files, Expect::Lazy).await?;
+    let LazyRun {
+        generated,
+        _operator,
+        o,
+        deploy,
+        ran: ours,
+    } = lazy_run(&t, "twice", &[("*", (1, 1, 0))]).await?;
     let copy_ref = format!("{}:v1", t.repo("copy"));
     t.crane(&["copy", &deploy, &copy_ref])?;
     let copy = format!(

@@ -36,8 +36,7 @@ macro_rules! start {
 async fn built(t: &Ctx, name: &str, what: &str) -> Result<(String, api::SociIndex)> {
     let image = format!("{}:v1", t.repo(what));
     t.push_image(&image)?;
-    t.apply(name, &image, json!({})).await?;
-    let o = t.wait_ready(name, SECS(300)).await?;
+    let o = t.apply_ready(name, &image, json!({}), SECS(300)).await?;
     Ok((image, o))
 }
 
@@ -216,8 +215,7 @@ async fn already_bound() -> Result<()> {
     let t = start!("already-bound");
     let _op = t.operator()?;
     let (image, app) = built(&t, "app", "app").await?;
-    t.apply("again", &image, json!({})).await?;
-    let again = t.wait_ready("again", SECS(60)).await?;
+    let again = t.apply_ready("again", &image, json!({}), SECS(60)).await?;
     let jobs = t.jobs_of(&t.ns, "again").await?;
     ensure!(
         jobs.is_empty(),
@@ -343,13 +341,9 @@ async fn delete_policy() -> Result<()> {
     let repo = image.trim_end_matches(":v1");
     // spanSize makes this target's digests its own (the same settings as `app` would give the
     // very same image index, which other tags hold).
-    t.apply(
-        "del",
-        &image,
-        json!({"target": {"tagSuffix": "-del"}, "spanSize": 1048576, "deletionPolicy": "Delete"}),
-    )
-    .await?;
-    let o = t.wait_ready("del", SECS(300)).await?;
+    let spec =
+        json!({"target": {"tagSuffix": "-del"}, "spanSize": 1048576, "deletionPolicy": "Delete"});
+    let o = t.apply_ready("del", &image, spec, SECS(300)).await?;
     ensure!(
         o.finalizers().iter().any(|f| f == "soci.dev/cleanup"),
         "no cleanup finalizer: {:?}",
@@ -422,9 +416,13 @@ async fn retain_policy() -> Result<()> {
     )
     .await
     .context("no cleanup finalizer with deletionPolicy Delete")?;
-    t.apply("keep", &image, json!({"target": {"tagSuffix": "-keep"}}))
-        .await?;
-    t.wait_ready("keep", SECS(300)).await?;
+    t.apply_ready(
+        "keep",
+        &image,
+        json!({"target": {"tagSuffix": "-keep"}}),
+        SECS(300),
+    )
+    .await?;
     t.wait_for(&t.ns, "keep", SECS(30), "free of finalizers", |o| {
         o.finalizers().is_empty()
     })
@@ -456,13 +454,14 @@ async fn v1_target() -> Result<()> {
     let repo = t.repo("v1");
     let image = format!("{repo}:v1");
     t.push_image(&image)?;
-    t.apply(
-        "v1idx",
-        &image,
-        json!({"indexVersion": "v1", "target": {"tagSuffix": "-soci-v1"}}),
-    )
-    .await?;
-    let o = t.wait_ready("v1idx", SECS(300)).await?;
+    let o = t
+        .apply_ready(
+            "v1idx",
+            &image,
+            json!({"indexVersion": "v1", "target": {"tagSuffix": "-soci-v1"}}),
+            SECS(300),
+        )
+        .await?;
     let deploy = deploy(&o);
     let report: Value = serde_json::from_str(&t.soci(&["inspect", &deploy, "-o", "json"])?)?;
     let p = report["platforms"].as_array().context("no platforms")?;
@@ -1398,8 +1397,9 @@ async fn settled_recheck() -> Result<()> {
     let op = t.operator()?;
     let image = format!("{}:v1", t.repo("settled"));
     t.push_image(&image)?;
-    t.apply("calm", &image, json!({"interval": "10s"})).await?;
-    let o = t.wait_ready("calm", SECS(300)).await?;
+    let o = t
+        .apply_ready("calm", &image, json!({"interval": "10s"}), SECS(300))
+        .await?;
     let old = deploy(&o);
     tokio::time::sleep(SECS(2)).await;
     let names = [
@@ -1787,9 +1787,13 @@ async fn cleanup_gone_registry() -> Result<()> {
     t.crane(&["copy", &source, &image]).context("copy")?;
     let ns = t.ns.clone();
     let _op = t.operator_with(&[], &["--namespace", &ns, "--cleanup-timeout", "20s"])?;
-    t.apply("doomed", &image, json!({"deletionPolicy": "Delete"}))
-        .await?;
-    t.wait_ready("doomed", SECS(240)).await?;
+    t.apply_ready(
+        "doomed",
+        &image,
+        json!({"deletionPolicy": "Delete"}),
+        SECS(240),
+    )
+    .await?;
     drop(registry);
     let start = Instant::now();
     t.delete_and_wait(&ns, "doomed", SECS(120))

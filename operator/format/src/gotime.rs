@@ -372,22 +372,23 @@ mod tests {
 
     #[test]
     fn parse_go_int_follows_strconv() {
-        assert_eq!(parse_go_int(b"0012"), Some(12));
-        assert_eq!(parse_go_int(b"+11"), Some(11));
-        assert_eq!(parse_go_int(b"-5"), Some(-5));
-        assert_eq!(parse_go_int(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_go_int(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"+",
-            b"-",
-            b" 1",
-            b"1 ",
-            b"1_000",
-            b"+-1",
-            b"18446744073709551616",
-        ] {
-            assert_eq!(parse_go_int(bad), None, "{bad:?}");
+        let cases: [(&str, Option<i64>); 13] = [
+            ("0012", Some(12)),
+            ("+11", Some(11)),
+            ("-5", Some(-5)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("", None),
+            ("+", None),
+            ("-", None),
+            (" 1", None),
+            ("1 ", None),
+            ("1_000", None),
+            ("+-1", None),
+            ("18446744073709551616", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_go_int(input.as_bytes()), want, "{input:?}");
         }
     }
 

@@ -67,7 +67,8 @@ pub fn boundary_status(
 ) -> Option<SociIndexStatus> {
     match error {
         ReconcileError::Failed(_) => None,
-        ReconcileError::Panicked(message) => Some(plan::stalled_status(
+        ReconcileError::Panicked(message) => Some(plan::boundary_object_status(
+            plan::Boundary::Stalled,
             previous,
             generation,
             Reason::InternalError,
@@ -76,7 +77,8 @@ pub fn boundary_status(
             ),
             now,
         )),
-        ReconcileError::TimedOut(after) => Some(plan::retrying_status(
+        ReconcileError::TimedOut(after) => Some(plan::boundary_object_status(
+            plan::Boundary::Retrying,
             previous,
             generation,
             Reason::ReconcileTimeout,

@@ -94,7 +94,8 @@ async fn reconcile_inner(object: &SociIndex, ctx: &Context) -> anyhow::Result<Ac
     }
     // An object that bypassed the CRD's bounds (an older CRD) is reported, not acted on.
     if let Err(problem) = plan::check_spec(&object.spec) {
-        let stalled = plan::stalled_status(
+        let stalled = plan::boundary_object_status(
+            plan::Boundary::Stalled,
             object.status.as_ref(),
             object.metadata.generation,
             Reason::InvalidSpec,

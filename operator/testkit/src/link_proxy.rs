@@ -155,23 +155,35 @@ fn pump(mut from: TcpStream, mut to: TcpStream, pacer: &Pacer) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn transfer_takes_as_long_as_the_link_says() {
-        // An upstream that sends 4 MiB and closes.
+    /// An upstream that sends `size` bytes to its first client and closes: its address and
+    /// its thread.
+    fn upstream_sending(size: usize) -> (String, std::thread::JoinHandle<()>) {
         let server = TcpListener::bind("127.0.0.1:0").unwrap();
         let upstream = server.local_addr().unwrap().to_string();
-        let size = 4usize << 20;
         let t = std::thread::spawn(move || {
             let (mut s, _) = server.accept().unwrap();
             s.write_all(&vec![7u8; size]).unwrap();
         });
-        // 100 Mbit/s: 4 MiB take about 0.34 s.
-        let proxy = LinkProxy::start(&upstream, 100.0).unwrap();
+        (upstream, t)
+    }
+
+    /// Reads all the proxy passes down: the bytes and the seconds it took.
+    fn download(proxy: &LinkProxy) -> (Vec<u8>, f64) {
         let started = Instant::now();
         let mut c = TcpStream::connect(proxy.host()).unwrap();
         let mut got = Vec::new();
         c.read_to_end(&mut got).unwrap();
-        let took = started.elapsed().as_secs_f64();
+        (got, started.elapsed().as_secs_f64())
+    }
+
+    #[test]
+    fn transfer_takes_as_long_as_the_link_says() {
+        // An upstream that sends 4 MiB and closes.
+        let size = 4usize << 20;
+        let (upstream, t) = upstream_sending(size);
+        // 100 Mbit/s: 4 MiB take about 0.34 s.
+        let proxy = LinkProxy::start(&upstream, 100.0).unwrap();
+        let (got, took) = download(&proxy);
         t.join().unwrap();
         assert_eq!(got.len(), size);
         let expected = size as f64 * 8.0 / 100e6;
@@ -184,19 +196,12 @@ mod tests {
 
     #[test]
     fn an_unpaced_direction_is_not_slowed() {
-        let server = TcpListener::bind("127.0.0.1:0").unwrap();
-        let upstream = server.local_addr().unwrap().to_string();
         let size = 4usize << 20;
-        let t = std::thread::spawn(move || {
-            let (mut s, _) = server.accept().unwrap();
-            s.write_all(&vec![7u8; size]).unwrap();
-        });
+        let (upstream, t) = upstream_sending(size);
         // Uploads at 1 Mbit/s, downloads unpaced: 4 MiB down take far less than 33 s.
         let proxy = LinkProxy::start_asymmetric(&upstream, f64::INFINITY, 1.0).unwrap();
         let started = Instant::now();
-        let mut c = TcpStream::connect(proxy.host()).unwrap();
-        let mut got = Vec::new();
-        c.read_to_end(&mut got).unwrap();
+        let (got, _) = download(&proxy);
         t.join().unwrap();
         assert_eq!(got.len(), size);
         assert!(started.elapsed() < Duration::from_secs(5));

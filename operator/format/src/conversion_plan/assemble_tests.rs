@@ -104,20 +104,10 @@ fn single_oci_manifest() {
     assert_eq!(out.blobs.len(), 4);
 
     // An explicit other platform is an error for a single-platform image.
-    let err = convert(
-        &fake,
-        &target,
-        &opts(PlatformSelection::List(vec!["linux/amd64".into()])),
-    )
-    .unwrap_err();
+    let err = convert(&fake, &target, &opts(list(&["linux/amd64"]))).unwrap_err();
     assert_eq!(err.to_string(), "image manifest for linux/amd64: not found");
     // linux/arm64/v8 strictly matches arm64 (normalised), and keeps its variant in the descriptor.
-    let (_, out) = convert(
-        &fake,
-        &target,
-        &opts(PlatformSelection::List(vec!["linux/arm64/v8".into()])),
-    )
-    .unwrap();
+    let (_, out) = convert(&fake, &target, &opts(list(&["linux/arm64/v8"]))).unwrap();
     assert_eq!(
         out.soci_indexes[0].1.platform,
         Some(Platform::new("linux", "arm64", "v8"))
@@ -172,12 +162,10 @@ fn single_docker_manifest() {
 fn reconversion_is_idempotent() {
     let mut fake = Fake::default();
     let (multi, _) = multi_arch(&mut fake, MEDIA_TYPE_DOCKER_MANIFEST_LIST);
-    let single = fake.image(
+    let single = fake.linux_image(
         MEDIA_TYPE_DOCKER_MANIFEST,
-        "linux",
         "amd64",
-        "",
-        &[layer(MEDIA_TYPE_DOCKER_LAYER_GZIP, 30 * MIB, "s")],
+        layer(MEDIA_TYPE_DOCKER_LAYER_GZIP, 30 * MIB, "s"),
     );
     for (target, selection) in [
         (&multi, PlatformSelection::All),
@@ -285,12 +273,10 @@ fn v1_indexes_with_subject() {
         ));
     }
     // v1 defaults to the host platform even for a single manifest (`soci create`).
-    let single = fake.image(
+    let single = fake.linux_image(
         MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
         "arm64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "s")],
+        layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "s"),
     );
     let mut o = opts(PlatformSelection::Default);
     o.index_version = IndexVersion::V1;
@@ -301,20 +287,7 @@ fn v1_indexes_with_subject() {
 #[test]
 fn nested_index_entries_become_their_first_manifest() {
     let mut fake = Fake::default();
-    let a = fake.image(
-        MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
-        "amd64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "x")],
-    );
-    let b = fake.image(
-        MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
-        "arm64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "y")],
-    );
+    let (a, b) = fake.amd64_and_arm64(MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_LAYER_GZIP);
     let inner = fake.index(
         MEDIA_TYPE_OCI_INDEX,
         &[with_platform(b.clone(), "linux", "arm64", "")],

@@ -63,42 +63,28 @@ fn multi_arch_default_all_list() {
     }
 
     // List: parsed, de-duplicated by strict normalised match (first raw value kept).
-    let list = PlatformSelection::List(vec!["linux/arm64".into(), "linux/aarch64/v8".into()]);
-    let (_, out) = convert(&fake, &target, &opts(list)).unwrap();
+    let selection = list(&["linux/arm64", "linux/aarch64/v8"]);
+    let (_, out) = convert(&fake, &target, &opts(selection)).unwrap();
     assert_eq!(out.soci_indexes.len(), 1);
     assert_eq!(out.soci_indexes[0].0, Platform::new("linux", "arm64", ""));
-    let err = convert(
-        &fake,
-        &target,
-        &opts(PlatformSelection::List(vec!["linux/s390x".into()])),
-    )
-    .unwrap_err();
+    let err = convert(&fake, &target, &opts(list(&["linux/s390x"]))).unwrap_err();
     assert_eq!(err.to_string(), "image manifest for linux/s390x: not found");
-    let err = convert(
-        &fake,
-        &target,
-        &opts(PlatformSelection::List(vec!["linux/*".into()])),
-    )
-    .unwrap_err();
+    let err = convert(&fake, &target, &opts(list(&["linux/*"]))).unwrap_err();
     assert!(matches!(err, ConvertError::InvalidPlatform { .. }));
 }
 
 #[test]
 fn min_layer_size_and_empty_platforms() {
     let mut fake = Fake::default();
-    let amd = fake.image(
+    let amd = fake.linux_image(
         MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
         "amd64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 10 * MIB - 1, "a")],
+        layer(MEDIA_TYPE_OCI_LAYER_GZIP, 10 * MIB - 1, "a"),
     );
-    let arm = fake.image(
+    let arm = fake.linux_image(
         MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
         "arm64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 10 * MIB, "b")],
+        layer(MEDIA_TYPE_OCI_LAYER_GZIP, 10 * MIB, "b"),
     );
     let target = fake.index(
         MEDIA_TYPE_OCI_INDEX,
@@ -205,12 +191,10 @@ fn zstd_and_wrapped_layers_are_skipped_non_layers_fail() {
     assert!(matches!(err, ConvertError::NotLayerType { .. }), "{err}");
     // An image-config type among the layers already fails containerd's platform walk,
     // which reads it as a config.
-    let target = fake.image(
+    let target = fake.linux_image(
         MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
         "amd64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_CONFIG, 1, "cfg")],
+        layer(MEDIA_TYPE_OCI_CONFIG, 1, "cfg"),
     );
     assert!(
         convert(&fake, &target, &opts(PlatformSelection::Default))
@@ -218,16 +202,10 @@ fn zstd_and_wrapped_layers_are_skipped_non_layers_fail() {
             .is_not_found()
     );
     // A layer-like OCI type containerd cannot place is a hard error too.
-    let target = fake.image(
+    let target = fake.linux_image(
         MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
         "amd64",
-        "",
-        &[layer(
-            "application/vnd.oci.image.layer.v2.tar",
-            20 * MIB,
-            "x",
-        )],
+        layer("application/vnd.oci.image.layer.v2.tar", 20 * MIB, "x"),
     );
     let err = convert(&fake, &target, &opts(PlatformSelection::Default)).unwrap_err();
     assert!(
@@ -258,20 +236,7 @@ fn docker_manifest_list_with_missing_children() {
 
     // A child without a platform must be readable to learn its platform.
     let mut fake = Fake::default();
-    let a = fake.image(
-        MEDIA_TYPE_DOCKER_MANIFEST,
-        "linux",
-        "amd64",
-        "",
-        &[layer(MEDIA_TYPE_DOCKER_LAYER_GZIP, 30 * MIB, "x")],
-    );
-    let b = fake.image(
-        MEDIA_TYPE_DOCKER_MANIFEST,
-        "linux",
-        "arm64",
-        "",
-        &[layer(MEDIA_TYPE_DOCKER_LAYER_GZIP, 30 * MIB, "y")],
-    );
+    let (a, b) = fake.amd64_and_arm64(MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_LAYER_GZIP);
     let target = fake.index(
         MEDIA_TYPE_DOCKER_MANIFEST_LIST,
         &[with_platform(a, "linux", "amd64", ""), b.clone()],
@@ -287,20 +252,7 @@ fn docker_manifest_list_with_missing_children() {
 #[test]
 fn manifest_should_have_proper_platform() {
     let mut fake = Fake::default();
-    let a = fake.image(
-        MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
-        "amd64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "x")],
-    );
-    let b = fake.image(
-        MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
-        "arm64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "y")],
-    );
+    let (a, b) = fake.amd64_and_arm64(MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_LAYER_GZIP);
     // Platform-less child first: the build of any platform after it fails.
     let target = fake.index(
         MEDIA_TYPE_OCI_INDEX,
@@ -324,12 +276,10 @@ fn manifest_should_have_proper_platform() {
 #[test]
 fn missing_ztoc_and_unknown_targets() {
     let mut fake = Fake::default();
-    let target = fake.image(
+    let target = fake.linux_image(
         MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
         "amd64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "x")],
+        layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "x"),
     );
     let plan = plan_conversion(&target, &fake.blobs, &opts(PlatformSelection::Default)).unwrap();
     assert!(matches!(

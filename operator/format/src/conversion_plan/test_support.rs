@@ -83,6 +83,28 @@ impl Fake {
         self.manifest(media_type, &config, layers, "")
     }
 
+    /// A linux image without a variant and with one layer.
+    pub(super) fn linux_image(
+        &mut self,
+        media_type: &str,
+        arch: &str,
+        layer: Descriptor,
+    ) -> Descriptor {
+        self.image(media_type, "linux", arch, "", &[layer])
+    }
+
+    /// Two linux images of `media_type` with one 30 MiB `layer_type` layer each:
+    /// amd64 (layer seed "x") and arm64 (layer seed "y"), neither in an index yet.
+    pub(super) fn amd64_and_arm64(
+        &mut self,
+        media_type: &str,
+        layer_type: &str,
+    ) -> (Descriptor, Descriptor) {
+        let amd = self.linux_image(media_type, "amd64", layer(layer_type, 30 * MIB, "x"));
+        let arm = self.linux_image(media_type, "arm64", layer(layer_type, 30 * MIB, "y"));
+        (amd, arm)
+    }
+
     pub(super) fn index(&mut self, media_type: &str, entries: &[Descriptor]) -> Descriptor {
         let index = Index {
             schema_version: 2,
@@ -104,6 +126,11 @@ pub(super) fn layer(media_type: &str, size: i64, seed: &str) -> Descriptor {
 pub(super) fn with_platform(mut d: Descriptor, os: &str, arch: &str, variant: &str) -> Descriptor {
     d.platform = Some(Platform::new(os, arch, variant));
     d
+}
+
+/// `PlatformSelection::List` of `platforms`.
+pub(super) fn list(platforms: &[&str]) -> PlatformSelection {
+    PlatformSelection::List(platforms.iter().map(|p| p.to_string()).collect())
 }
 
 pub(super) fn opts(platforms: PlatformSelection) -> ConvertOptions {
@@ -182,12 +209,10 @@ pub(super) fn multi_arch(fake: &mut Fake, media_type: &str) -> (Descriptor, Vec<
     } else {
         MEDIA_TYPE_OCI_MANIFEST
     };
-    let amd = fake.image(
+    let amd = fake.linux_image(
         manifest_type,
-        "linux",
         "amd64",
-        "",
-        &[layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "amd")],
+        layer(MEDIA_TYPE_OCI_LAYER_GZIP, 30 * MIB, "amd"),
     );
     let arm = fake.image(
         manifest_type,

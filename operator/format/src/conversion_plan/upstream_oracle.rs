@@ -2,7 +2,6 @@ use super::*;
 use crate::oci::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn soci_bin() -> Option<PathBuf> {
     let p = match std::env::var_os("SOCI_BIN") {
@@ -52,6 +51,13 @@ impl Layout {
             ..Default::default()
         };
         std::fs::write(self.0.join("index.json"), index.to_go_json()).unwrap();
+    }
+}
+
+impl Layout {
+    /// A gzip layer of one file `name` holding 2000 bytes of noise from `seed`.
+    fn noise_layer(&self, media_type: &str, name: &str, seed: u64) -> Descriptor {
+        self.put(media_type, &gzip(&tar(&[(name, &noise(seed, 2000))])))
     }
 }
 
@@ -153,44 +159,48 @@ fn image(
     layout.put(manifest_type, json.as_bytes())
 }
 
-fn run_upstream(soci: &Path, src: &Path, dst: &Path, args: &[&str]) {
-    let work = tmp("upstream-work");
-    let root = work.0.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let out = Command::new(soci)
-        .arg("--root")
-        .arg(&root)
-        .args(["convert", "--standalone", "--format", "oci-dir"])
-        .args(args)
-        .arg(src)
-        .arg(dst)
-        .env("TZ", "UTC")
-        .env("TMPDIR", &work.0)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "upstream failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
+/// Upstream's conversion of `src` into `<a new temporary directory named after name>/out`.
+/// `image` without annotations, with its platform (linux) on the descriptor.
+fn linux_image(
+    layout: &Layout,
+    manifest_type: &str,
+    arch: &str,
+    variant: &str,
+    layers: &[Descriptor],
+) -> Descriptor {
+    let mut d = image(layout, manifest_type, "linux", arch, variant, layers, "");
+    d.platform = Some(Platform::new("linux", arch, variant));
+    d
 }
 
-/// Converts `src` with upstream and with our plan (given upstream's zTOCs); compares.
-fn compare(soci: &Path, src: &Path, args: &[&str], opts: &ConvertOptions) -> Descriptor {
-    let dst = tmp("upstream-out");
-    let dst_dir = dst.0.join("out");
-    run_upstream(soci, src, &dst_dir, args);
-    let theirs = Layout(dst_dir.clone());
-    let top = Index::from_json(&std::fs::read(dst_dir.join("index.json")).unwrap()).unwrap();
-    let their_index_desc = top.manifests.unwrap()[0].clone();
-    let their_index =
-        Index::from_json(&theirs.get(&their_index_desc.digest).unwrap().unwrap()).unwrap();
+fn run_upstream(soci: &Path, src: &Path, name: &str, args: &[&str]) -> (Tmp, PathBuf) {
+    let dst = tmp(name);
+    let out = dst.0.join("out");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if let Err(e) = soci_testkit::oracle::upstream_convert(soci, src, &out, &args) {
+        panic!("upstream failed: {e}");
+    }
+    (dst, out)
+}
+
+/// Upstream's output layout in `dir`, its image index's descriptor and that index.
+fn their_output(dir: &Path) -> (Layout, Descriptor, Index) {
+    let theirs = Layout(dir.to_path_buf());
+    let top = Index::from_json(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let desc = top.manifests.unwrap()[0].clone();
+    let index = Index::from_json(&theirs.get(&desc.digest).unwrap().unwrap()).unwrap();
+    (theirs, desc, index)
+}
+
+/// The zTOCs of upstream's v2 SOCI indexes in `index`, by layer digest.
+fn their_ztocs(theirs: &Layout, index: &Index) -> BTreeMap<String, ZtocInfo> {
     let mut ztocs = BTreeMap::new();
-    for entry in their_index.manifests.iter().flatten() {
-        if entry.artifact_type != SOCI_INDEX_ARTIFACT_TYPE_V2 {
-            continue;
-        }
+    for entry in index
+        .manifests
+        .iter()
+        .flatten()
+        .filter(|e| e.artifact_type == SOCI_INDEX_ARTIFACT_TYPE_V2)
+    {
         let soci_index = Manifest::from_json(&theirs.get(&entry.digest).unwrap().unwrap()).unwrap();
         for z in soci_index.layers.unwrap() {
             let layer = z
@@ -200,13 +210,21 @@ fn compare(soci: &Path, src: &Path, args: &[&str], opts: &ConvertOptions) -> Des
             ztocs.insert(
                 layer,
                 ZtocInfo {
-                    digest: z.digest.clone(),
+                    digest: z.digest,
                     size: z.size,
                     disable_xattrs: false,
                 },
             );
         }
     }
+    ztocs
+}
+
+/// Converts `src` with upstream and with our plan (given upstream's zTOCs); compares.
+fn compare(soci: &Path, src: &Path, args: &[&str], opts: &ConvertOptions) -> Descriptor {
+    let (_dst, dst_dir) = run_upstream(soci, src, "upstream-out", args);
+    let (theirs, their_index_desc, their_index) = their_output(&dst_dir);
+    let ztocs = their_ztocs(&theirs, &their_index);
 
     let source = Layout(src.to_path_buf());
     let top = Index::from_json(&std::fs::read(src.join("index.json")).unwrap()).unwrap();
@@ -245,6 +263,18 @@ fn compare(soci: &Path, src: &Path, args: &[&str], opts: &ConvertOptions) -> Des
     ours.image_index
 }
 
+/// The upstream binary (`None`, said on stderr, if absent), and a new layout in a temporary
+/// directory named after `name`.
+fn setup(name: &str) -> Option<(PathBuf, Tmp, Layout)> {
+    let Some(soci) = soci_bin() else {
+        eprintln!("upstream soci binary not found; skipped");
+        return None;
+    };
+    let src = tmp(name);
+    let layout = Layout::new(&src.0);
+    Some((soci, src, layout))
+}
+
 fn opts(platforms: PlatformSelection, min_layer_size: i64) -> ConvertOptions {
     ConvertOptions {
         platforms,
@@ -257,12 +287,9 @@ fn opts(platforms: PlatformSelection, min_layer_size: i64) -> ConvertOptions {
 
 #[test]
 fn single_manifest_matches_upstream() {
-    let Some(soci) = soci_bin() else {
-        eprintln!("upstream soci binary not found; skipped");
+    let Some((soci, src, layout)) = setup("single") else {
         return;
     };
-    let src = tmp("single");
-    let layout = Layout::new(&src.0);
     let big = layout.put(
         MEDIA_TYPE_OCI_LAYER_GZIP,
         &gzip(&tar(&[("a.txt", &noise(1, 3000)), ("b/c.txt", b"hello")])),
@@ -295,43 +322,27 @@ fn single_manifest_matches_upstream() {
 
 #[test]
 fn multi_arch_matches_upstream_and_is_idempotent() {
-    let Some(soci) = soci_bin() else {
-        eprintln!("upstream soci binary not found; skipped");
+    let Some((soci, src, layout)) = setup("multi") else {
         return;
     };
-    let src = tmp("multi");
-    let layout = Layout::new(&src.0);
-    let shared = layout.put(
-        MEDIA_TYPE_OCI_LAYER_GZIP,
-        &gzip(&tar(&[("shared", &noise(3, 2000))])),
-    );
-    let amd_only = layout.put(
-        MEDIA_TYPE_OCI_LAYER_GZIP,
-        &gzip(&tar(&[("amd", &noise(4, 2000))])),
-    );
-    let arm_only = layout.put(
-        MEDIA_TYPE_DOCKER_LAYER_GZIP,
-        &gzip(&tar(&[("arm", &noise(5, 2000))])),
-    );
+    let shared = layout.noise_layer(MEDIA_TYPE_OCI_LAYER_GZIP, "shared", 3);
+    let amd_only = layout.noise_layer(MEDIA_TYPE_OCI_LAYER_GZIP, "amd", 4);
+    let arm_only = layout.noise_layer(MEDIA_TYPE_DOCKER_LAYER_GZIP, "arm", 5);
     let arm_tar = layout.put(MEDIA_TYPE_DOCKER_LAYER, &tar(&[("t", &noise(6, 600))]));
     let small = layout.put(MEDIA_TYPE_OCI_LAYER_GZIP, &gzip(&tar(&[])));
-    let mut amd = image(
+    let mut amd = linux_image(
         &layout,
         MEDIA_TYPE_OCI_MANIFEST,
-        "linux",
         "amd64",
         "",
         &[shared.clone(), amd_only, small],
-        "",
     );
-    let mut arm = image(
+    let arm = linux_image(
         &layout,
         MEDIA_TYPE_DOCKER_MANIFEST,
-        "linux",
         "arm64",
         "v8",
         &[shared, arm_only, arm_tar],
-        "",
     );
     let statement = layout.put(
         MEDIA_TYPE_IN_TOTO,
@@ -356,8 +367,6 @@ fn multi_arch_matches_upstream_and_is_idempotent() {
             "attestation-manifest".into(),
         ),
     ]));
-    amd.platform = Some(Platform::new("linux", "amd64", ""));
-    arm.platform = Some(Platform::new("linux", "arm64", "v8"));
     amd.annotations = Some(BTreeMap::from([("com.example.note".into(), "a&b".into())]));
     let index = Index {
         schema_version: 2,
@@ -389,63 +398,22 @@ fn multi_arch_matches_upstream_and_is_idempotent() {
     );
 
     // Re-convert upstream's output: same digest for both.
-    let dst = tmp("upstream-first");
-    let out = dst.0.join("out");
-    run_upstream(&soci, &src.0, &out, &args);
+    let (_dst, out) = run_upstream(&soci, &src.0, "upstream-first", &args);
     let again = compare(&soci, &out, &args, &all);
     assert_eq!(again, first);
 }
 
 #[test]
 fn manifest_list_with_missing_child_matches_upstream() {
-    let Some(soci) = soci_bin() else {
-        eprintln!("upstream soci binary not found; skipped");
+    let Some((soci, src, layout)) = setup("missing") else {
         return;
     };
-    let src = tmp("missing");
-    let layout = Layout::new(&src.0);
-    let l1 = layout.put(
-        MEDIA_TYPE_DOCKER_LAYER_GZIP,
-        &gzip(&tar(&[("one", &noise(7, 2000))])),
-    );
-    let l2 = layout.put(
-        MEDIA_TYPE_DOCKER_LAYER_GZIP,
-        &gzip(&tar(&[("two", &noise(8, 2000))])),
-    );
-    let l3 = layout.put(
-        MEDIA_TYPE_DOCKER_LAYER_GZIP,
-        &gzip(&tar(&[("three", &noise(9, 2000))])),
-    );
-    let mut amd = image(
-        &layout,
-        MEDIA_TYPE_DOCKER_MANIFEST,
-        "linux",
-        "amd64",
-        "",
-        &[l1],
-        "",
-    );
-    let mut arm = image(
-        &layout,
-        MEDIA_TYPE_DOCKER_MANIFEST,
-        "linux",
-        "arm64",
-        "v8",
-        &[l2],
-        "",
-    );
-    let mut ppc = image(
-        &layout,
-        MEDIA_TYPE_DOCKER_MANIFEST,
-        "linux",
-        "ppc64le",
-        "",
-        &[l3],
-        "",
-    );
-    amd.platform = Some(Platform::new("linux", "amd64", ""));
-    arm.platform = Some(Platform::new("linux", "arm64", "v8"));
-    ppc.platform = Some(Platform::new("linux", "ppc64le", ""));
+    let l1 = layout.noise_layer(MEDIA_TYPE_DOCKER_LAYER_GZIP, "one", 7);
+    let l2 = layout.noise_layer(MEDIA_TYPE_DOCKER_LAYER_GZIP, "two", 8);
+    let l3 = layout.noise_layer(MEDIA_TYPE_DOCKER_LAYER_GZIP, "three", 9);
+    let amd = linux_image(&layout, MEDIA_TYPE_DOCKER_MANIFEST, "amd64", "", &[l1]);
+    let arm = linux_image(&layout, MEDIA_TYPE_DOCKER_MANIFEST, "arm64", "v8", &[l2]);
+    let ppc = linux_image(&layout, MEDIA_TYPE_DOCKER_MANIFEST, "ppc64le", "", &[l3]);
     // arm64 was not pulled.
     std::fs::remove_file(src.0.join("blobs/sha256").join(&arm.digest[7..])).unwrap();
     let list = Index {
@@ -475,42 +443,13 @@ fn manifest_list_with_missing_child_matches_upstream() {
             PlatformSelection::All,
         ),
     ] {
-        let dst = tmp("missing-out");
-        let out = dst.0.join("out");
-        run_upstream(&soci, &src.0, &out, &args);
-        let theirs = Layout(out.clone());
+        let (_dst, out) = run_upstream(&soci, &src.0, "missing-out", &args);
+        let (theirs, their_desc, their_index) = their_output(&out);
         assert_eq!(
             theirs.get(&synth_desc.digest).unwrap().as_deref(),
             Some(&synth[..])
         );
-        let top = Index::from_json(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
-        let their_desc = top.manifests.unwrap()[0].clone();
-        let their_index =
-            Index::from_json(&theirs.get(&their_desc.digest).unwrap().unwrap()).unwrap();
-        let mut ztocs = BTreeMap::new();
-        for entry in their_index
-            .manifests
-            .iter()
-            .flatten()
-            .filter(|e| e.artifact_type == SOCI_INDEX_ARTIFACT_TYPE_V2)
-        {
-            for z in Manifest::from_json(&theirs.get(&entry.digest).unwrap().unwrap())
-                .unwrap()
-                .layers
-                .unwrap()
-            {
-                ztocs.insert(
-                    z.annotation(ANNOTATION_IMAGE_LAYER_DIGEST)
-                        .unwrap()
-                        .to_string(),
-                    ZtocInfo {
-                        digest: z.digest,
-                        size: z.size,
-                        disable_xattrs: false,
-                    },
-                );
-            }
-        }
+        let ztocs = their_ztocs(&theirs, &their_index);
         // Our source: the layout plus the synthesized list, as upstream sees it.
         let mut source: HashMap<String, Vec<u8>> = HashMap::new();
         for entry in std::fs::read_dir(src.0.join("blobs/sha256")).unwrap() {
@@ -544,29 +483,13 @@ fn manifest_list_with_missing_child_matches_upstream() {
         resolved.target.platform,
         Some(Platform::new("linux", "amd64", ""))
     );
-    let dst = tmp("missing-one");
-    let out = dst.0.join("out");
-    run_upstream(&soci, &src.0, &out, &["--min-layer-size", "100"]);
-    let theirs = Layout(out.clone());
-    let top = Index::from_json(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
-    let their_desc = top.manifests.unwrap()[0].clone();
-    let their_index = Index::from_json(&theirs.get(&their_desc.digest).unwrap().unwrap()).unwrap();
-    let soci_entry = their_index.manifests.clone().unwrap()[1].clone();
-    let z = Manifest::from_json(&theirs.get(&soci_entry.digest).unwrap().unwrap())
-        .unwrap()
-        .layers
-        .unwrap()[0]
-        .clone();
-    let ztocs = BTreeMap::from([(
-        z.annotation(ANNOTATION_IMAGE_LAYER_DIGEST)
-            .unwrap()
-            .to_string(),
-        ZtocInfo {
-            digest: z.digest.clone(),
-            size: z.size,
-            disable_xattrs: false,
-        },
-    )]);
+    let (_dst, out) = run_upstream(&soci, &src.0, "missing-one", &["--min-layer-size", "100"]);
+    let (theirs, their_desc, their_index) = their_output(&out);
+    // One platform: one SOCI index (after the image manifest) with one zTOC.
+    let manifests = their_index.manifests.clone().unwrap();
+    assert_eq!(manifests[1].artifact_type, SOCI_INDEX_ARTIFACT_TYPE_V2);
+    let ztocs = their_ztocs(&theirs, &their_index);
+    assert_eq!(ztocs.len(), 1);
     let plan = plan_conversion(
         &resolved.target,
         &layout,

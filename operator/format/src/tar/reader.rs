@@ -462,6 +462,19 @@ impl TarStreamReader {
         let is_extended = self.block[482] != 0;
         // The header's descriptor area: 4 descriptors and the isextended byte.
         let descriptor_bytes = 4 * 24 + 1;
+        self.old_gnu_sparse_next(entry, fragments, descriptor_bytes, is_extended, on_entry)
+    }
+
+    /// After an old GNU sparse block: wait for an extension block if `is_extended`, else
+    /// finish the entry.
+    fn old_gnu_sparse_next(
+        &mut self,
+        entry: Box<EntryInProgress>,
+        fragments: Vec<SparseEntry>,
+        descriptor_bytes: usize,
+        is_extended: bool,
+        on_entry: &mut dyn FnMut(TarEntry) -> Result<(), TarError>,
+    ) -> Result<(), TarError> {
         if is_extended {
             self.state = State::OldGnuSparse {
                 entry,
@@ -487,16 +500,8 @@ impl TarStreamReader {
             return Err(TarError::SparseTooLong);
         }
         scan_old_gnu_sparse(&self.block[..21 * 24], &mut fragments)?;
-        if self.block[504] != 0 {
-            self.state = State::OldGnuSparse {
-                entry,
-                fragments,
-                descriptor_bytes,
-            };
-            Ok(())
-        } else {
-            self.finish_sparse(entry, &fragments, on_entry)
-        }
+        let is_extended = self.block[504] != 0;
+        self.old_gnu_sparse_next(entry, fragments, descriptor_bytes, is_extended, on_entry)
     }
 
     /// `readGNUSparseMap1x0`: parse what has been read, or ask for the next map block.

@@ -19,22 +19,27 @@ pub(super) struct HeaderBlock {
 impl HeaderBlock {
     /// §15's "H": USTAR, mode 0644, ids 0, root/root, mtime 0, typeflag '0'.
     pub(super) fn ustar() -> Self {
-        HeaderBlock {
+        const FIELDS: [(usize, &[u8]); 12] = [
+            (100, b"0000644\0"),
+            (108, b"0000000\0"),
+            (116, b"0000000\0"),
+            (124, b"00000000000\0"),
+            (136, b"00000000000\0"),
+            (156, b"0"),
+            (257, b"ustar\0"),
+            (263, b"00"),
+            (265, b"root"),
+            (297, b"root"),
+            (329, b"0000000\0"),
+            (337, b"0000000\0"),
+        ];
+        let block = HeaderBlock {
             block: [0; BLOCK_SIZE],
             checksum: Checksum::Unsigned,
-        }
-        .set(100, b"0000644\0")
-        .set(108, b"0000000\0")
-        .set(116, b"0000000\0")
-        .set(124, b"00000000000\0")
-        .set(136, b"00000000000\0")
-        .set(156, b"0")
-        .set(257, b"ustar\0")
-        .set(263, b"00")
-        .set(265, b"root")
-        .set(297, b"root")
-        .set(329, b"0000000\0")
-        .set(337, b"0000000\0")
+        };
+        FIELDS
+            .iter()
+            .fold(block, |block, &(offset, bytes)| block.set(offset, bytes))
     }
 
     /// §15's "G": the same with the GNU magic and version.

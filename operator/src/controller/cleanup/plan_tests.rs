@@ -27,20 +27,20 @@ fn restores(plan: &CleanupPlan) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What cleaning up `converted`'s target deletes when nothing else references it, in order.
+const ALL_OURS: [&str; 5] = [
+    "manifest idx",
+    "manifest am",
+    "manifest si",
+    "blob z1",
+    "blob z2",
+];
+
 #[test]
 fn an_owned_target_goes_index_first_then_soci_artifacts_and_never_the_source() {
     let (owned, seen) = converted("v1-soci", Some("idx"));
     let plan = plan_cleanup(&[owned], &seen, &Protected::default());
-    assert_eq!(
-        deletes(&plan),
-        [
-            "manifest idx",
-            "manifest am",
-            "manifest si",
-            "blob z1",
-            "blob z2"
-        ]
-    );
+    assert_eq!(deletes(&plan), ALL_OURS);
     assert!(restores(&plan).is_empty());
     assert!(plan.left.is_empty(), "{:?}", plan.left);
     // Every step is in the target's repository.
@@ -77,16 +77,7 @@ fn in_place_restores_the_original_first_then_removes_ours() {
     let plan = plan_cleanup(&[owned], &seen, &Protected::default());
     assert!(matches!(plan.steps[0], Step::RestoreTag { .. }));
     assert_eq!(restores(&plan), [(format!("{REG}/app:v1"), "src".into())]);
-    assert_eq!(
-        deletes(&plan),
-        [
-            "manifest idx",
-            "manifest am",
-            "manifest si",
-            "blob z1",
-            "blob z2"
-        ]
-    );
+    assert_eq!(deletes(&plan), ALL_OURS);
     assert!(
         !deletes(&plan)
             .iter()

@@ -19,32 +19,29 @@ use soci_testkit::registry::{LocalRegistry, PulledImage, RegistryHttp, registry_
 use soci_testkit::{Scale, corpus};
 use std::sync::Arc;
 
-pub(crate) fn client() -> Arc<RegistryClient> {
-    Arc::new(
-        RegistryClient::new(RegistryOptions {
-            credentials: CredentialStore::default(),
-            insecure_registries: vec![],
-            ca_bundle: None,
-            retry: RetryPolicy::default(),
-        })
-        .unwrap(),
-    )
-}
-
-/// A client with `credentials` that gives up on the first failure (no retries).
-pub(crate) fn no_retry_client(credentials: CredentialStore) -> Arc<RegistryClient> {
+fn client_with(credentials: CredentialStore, retry: RetryPolicy) -> Arc<RegistryClient> {
     Arc::new(
         RegistryClient::new(RegistryOptions {
             credentials,
             insecure_registries: vec![],
             ca_bundle: None,
-            retry: RetryPolicy {
-                max_retries: 0,
-                ..RetryPolicy::default()
-            },
+            retry,
         })
         .unwrap(),
     )
+}
+
+pub(crate) fn client() -> Arc<RegistryClient> {
+    client_with(CredentialStore::default(), RetryPolicy::default())
+}
+
+/// A client with `credentials` that gives up on the first failure (no retries).
+pub(crate) fn no_retry_client(credentials: CredentialStore) -> Arc<RegistryClient> {
+    let retry = RetryPolicy {
+        max_retries: 0,
+        ..RetryPolicy::default()
+    };
+    client_with(credentials, retry)
 }
 
 /// The conversion settings the registry tests build with: every platform, small spans.
@@ -175,31 +172,67 @@ fn status_of(image: ImageStatus) -> SociIndexStatus {
     }
 }
 
+/// A test's registry (see [`registry_with_case`], the case at `repo:v1`), a client and a
+/// runtime, and the source `<registry>/<repo>:v1`.
+struct Case {
+    _registry: LocalRegistry,
+    http: RegistryHttp,
+    client: Arc<RegistryClient>,
+    rt: tokio::runtime::Runtime,
+    source: String,
+}
+
+/// The [`Case`] of `test`; `None` when the test is skipped.
+fn case(test: &str, repo: &str) -> Option<Case> {
+    let (registry, http) = registry_with_case(test, repo, "v1")?;
+    let source = format!("{}/{repo}:v1", registry.host());
+    Some(Case {
+        _registry: registry,
+        http,
+        client: client(),
+        rt: runtime(),
+        source,
+    })
+}
+
+impl Case {
+    /// Converts the source (in place with `in_place`) and records the image's status.
+    fn convert(&self, in_place: bool) -> ImageStatus {
+        let target = in_place.then(|| TargetSpec {
+            in_place: Some(true),
+            ..Default::default()
+        });
+        self.rt.block_on(convert_and_record(
+            &self.client,
+            &self.source,
+            target.as_ref(),
+        ))
+    }
+
+    /// Cleans up after `image` with what `protected` names kept.
+    fn clean_up(&self, image: ImageStatus, protected: &Protected) -> Done {
+        self.rt
+            .block_on(clean_up(&self.client, Some(&status_of(image)), protected))
+            .unwrap()
+    }
+}
+
 #[test]
 fn a_suffix_target_is_removed_and_the_source_stays_intact() {
-    let Some((registry, http)) = registry_with_case(
+    let Some(case) = case(
         "a_suffix_target_is_removed_and_the_source_stays_intact",
         "del",
-        "v1",
     ) else {
         return;
     };
+    let http = &case.http;
     let source_before = http.pull_graph("del", "v1").unwrap();
-    let client = client();
-    let rt = runtime();
-    let source = format!("{}/del:v1", registry.host());
-    let image = rt.block_on(convert_and_record(&client, &source, None));
+    let image = case.convert(false);
     let target_digest = image.target_digest.clone().unwrap();
-    let ztocs = ztocs_of(&http, "del", &image);
+    let ztocs = ztocs_of(http, "del", &image);
     assert!(http.get_manifest("del", "v1-soci").unwrap().is_some());
 
-    let done = rt
-        .block_on(clean_up(
-            &client,
-            Some(&status_of(image.clone())),
-            &Protected::default(),
-        ))
-        .unwrap();
+    let done = case.clean_up(image.clone(), &Protected::default());
     assert!(done.left.is_empty(), "{:?}", done.left);
     assert!(done.deleted >= 2 + ztocs.len(), "{done:?}");
     assert!(http.get_manifest("del", "v1-soci").unwrap().is_none());
@@ -211,60 +244,40 @@ fn a_suffix_target_is_removed_and_the_source_stays_intact() {
     for z in &ztocs {
         assert!(http.get_blob("del", z).unwrap().is_none(), "zTOC {z}");
     }
-    assert_intact(&http, "del", &source_before);
+    assert_intact(http, "del", &source_before);
     assert_eq!(
         http.pull_graph("del", "v1").unwrap().root,
         source_before.root
     );
 
     // Once more: everything is already gone, which is fine.
-    let again = rt
-        .block_on(clean_up(
-            &client,
-            Some(&status_of(image)),
-            &Protected::default(),
-        ))
-        .unwrap();
+    let again = case.clean_up(image, &Protected::default());
     assert_eq!(again.deleted, 0, "{again:?}");
 }
 
 #[test]
 fn an_in_place_target_gets_its_original_back() {
-    let Some((registry, http)) =
-        registry_with_case("an_in_place_target_gets_its_original_back", "inp", "v1")
-    else {
+    let Some(case) = case("an_in_place_target_gets_its_original_back", "inp") else {
         return;
     };
+    let http = &case.http;
     let source_before = http.pull_graph("inp", "v1").unwrap();
-    let client = client();
-    let rt = runtime();
-    let source = format!("{}/inp:v1", registry.host());
-    let in_place = TargetSpec {
-        in_place: Some(true),
-        ..Default::default()
-    };
-    let image = rt.block_on(convert_and_record(&client, &source, Some(&in_place)));
+    let image = case.convert(true);
     let target_digest = image.target_digest.clone().unwrap();
     assert_ne!(
         http.pull_graph("inp", "v1").unwrap().root,
         source_before.root
     );
-    let ztocs = ztocs_of(&http, "inp", &image);
+    let ztocs = ztocs_of(http, "inp", &image);
 
-    let done = rt
-        .block_on(clean_up(
-            &client,
-            Some(&status_of(image.clone())),
-            &Protected::default(),
-        ))
-        .unwrap();
+    let done = case.clean_up(image.clone(), &Protected::default());
     assert_eq!(done.restored.len(), 1, "{done:?}");
     assert_eq!(
         http.pull_graph("inp", "v1").unwrap().root,
         source_before.root,
         "the tag holds the original again"
     );
-    assert_intact(&http, "inp", &source_before);
+    assert_intact(http, "inp", &source_before);
     assert!(http.get_manifest("inp", &target_digest).unwrap().is_none());
     for z in &ztocs {
         assert!(http.get_blob("inp", z).unwrap().is_none(), "zTOC {z}");
@@ -273,65 +286,42 @@ fn an_in_place_target_gets_its_original_back() {
 
 #[test]
 fn an_in_place_tag_the_user_moved_is_left_alone() {
-    let Some((registry, http)) =
-        registry_with_case("an_in_place_tag_the_user_moved_is_left_alone", "mv", "v1")
-    else {
+    let Some(case) = case("an_in_place_tag_the_user_moved_is_left_alone", "mv") else {
         return;
     };
-    let client = client();
-    let rt = runtime();
-    let source = format!("{}/mv:v1", registry.host());
-    let in_place = TargetSpec {
-        in_place: Some(true),
-        ..Default::default()
-    };
-    let image = rt.block_on(convert_and_record(&client, &source, Some(&in_place)));
+    let http = &case.http;
+    let image = case.convert(true);
     // The user pushes another image under the tag.
-    push_case(&http, "docker-moby-modes-whiteouts", "mv", "v1");
+    push_case(http, "docker-moby-modes-whiteouts", "mv", "v1");
     let users = http.pull_graph("mv", "v1").unwrap();
 
-    let done = rt
-        .block_on(clean_up(
-            &client,
-            Some(&status_of(image)),
-            &Protected::default(),
-        ))
-        .unwrap();
+    let done = case.clean_up(image, &Protected::default());
     assert!(done.restored.is_empty(), "{done:?}");
     assert!(
         done.left.iter().any(|l| l.contains("pushed again")),
         "{done:?}"
     );
     assert_eq!(http.pull_graph("mv", "v1").unwrap().root, users.root);
-    assert_intact(&http, "mv", &users);
+    assert_intact(http, "mv", &users);
 }
 
 #[test]
 fn a_target_another_tag_also_names_survives_for_that_tag() {
-    let Some((registry, http)) = registry_with_case(
+    let Some(case) = case(
         "a_target_another_tag_also_names_survives_for_that_tag",
         "shr",
-        "v1",
     ) else {
         return;
     };
-    let client = client();
-    let rt = runtime();
-    let source = format!("{}/shr:v1", registry.host());
-    let image = rt.block_on(convert_and_record(&client, &source, None));
+    let http = &case.http;
+    let image = case.convert(false);
     // Someone tags our target under a second name (the same conversion elsewhere does too).
     let (bytes, media_type) = http.get_manifest("shr", "v1-soci").unwrap().unwrap();
     http.push_manifest("shr", "copy", &media_type, &bytes)
         .unwrap();
     let copy = http.pull_graph("shr", "copy").unwrap();
 
-    let done = rt
-        .block_on(clean_up(
-            &client,
-            Some(&status_of(image)),
-            &Protected::default(),
-        ))
-        .unwrap();
+    let done = case.clean_up(image, &Protected::default());
     // distribution 2.x removes a tag only with its manifest: ours stays, reported.
     assert_eq!(done.deleted, 0, "{done:?}");
     assert!(
@@ -340,24 +330,18 @@ fn a_target_another_tag_also_names_survives_for_that_tag() {
             .any(|l| l.contains("cannot remove a tag alone")),
         "{done:?}"
     );
-    assert_intact(&http, "shr", &copy);
+    assert_intact(http, "shr", &copy);
 }
 
 #[test]
 fn a_target_another_sociindex_deploys_is_not_deleted() {
-    let Some((registry, http)) = registry_with_case(
-        "a_target_another_sociindex_deploys_is_not_deleted",
-        "two",
-        "v1",
-    ) else {
+    let Some(case) = case("a_target_another_sociindex_deploys_is_not_deleted", "two") else {
         return;
     };
-    let client = client();
-    let rt = runtime();
-    let source = format!("{}/two:v1", registry.host());
+    let http = &case.http;
     // Two SociIndexes in two namespaces build the same thing into the same target: the one
     // deleted with deletionPolicy Delete must not take the other's deploy reference with it.
-    let image = rt.block_on(convert_and_record(&client, &source, None));
+    let image = case.convert(false);
     let deploy = format!(
         "{}@{}",
         image.target.as_deref().unwrap(),
@@ -365,15 +349,13 @@ fn a_target_another_sociindex_deploys_is_not_deleted() {
     );
     let before = http.pull_graph("two", "v1-soci").unwrap();
     let protected = Protected::new([("team-b/web".to_string(), deploy.as_str())]);
-    let done = rt
-        .block_on(clean_up(&client, Some(&status_of(image)), &protected))
-        .unwrap();
+    let done = case.clean_up(image, &protected);
     assert_eq!(done.deleted, 0, "{done:?}");
     assert!(
         done.left.iter().any(|l| l.contains("team-b/web")),
         "{done:?}"
     );
-    assert_intact(&http, "two", &before);
+    assert_intact(http, "two", &before);
     assert_eq!(http.pull_graph("two", "v1-soci").unwrap().root, before.root);
 }
 

@@ -13,7 +13,7 @@ pub mod spec_check;
 
 pub use claims::{TargetClaim, apply_target_conflicts, claims_outside, target_claims};
 pub use facts::*;
-pub use object_status::{early_status, retrying_status, stalled_status, status_is_current};
+pub use object_status::{Boundary, boundary_object_status, early_status, status_is_current};
 pub use spec_check::check_spec;
 
 use crate::api::budget;

@@ -59,61 +59,46 @@ pub fn early_status(
     Some(next)
 }
 
-/// The status of an object that the controller does not act on (`InvalidSpec`,
-/// `InternalError`): `Ready` false and `Stalled` true, with `reason` and `message`. The images'
-/// entries are kept: they record what was pushed (what cleanup removes, what to deploy).
-pub fn stalled_status(
-    previous: Option<&SociIndexStatus>,
-    generation: Option<i64>,
-    why: Reason,
-    message: &str,
-    now: Timestamp,
-) -> SociIndexStatus {
-    boundary_status(
-        previous,
-        generation,
-        [
-            (READY, ConditionStatus::False),
-            (STALLED, ConditionStatus::True),
-        ],
-        why,
-        message,
-        now,
-    )
+/// Where an object outside the per-image plan stands, and the conditions that say so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boundary {
+    /// The controller does not act on it (`InvalidSpec`, `InternalError`): `Ready` false and
+    /// `Stalled` true.
+    Stalled,
+    /// Its reconcile was abandoned and is retried (`ReconcileTimeout`): `Ready` unknown and
+    /// `Reconciling` true.
+    Retrying,
 }
 
-/// The status of an object whose reconcile was abandoned and is retried (`ReconcileTimeout`):
-/// `Ready` unknown and `Reconciling` true; the images' entries are kept.
-pub fn retrying_status(
-    previous: Option<&SociIndexStatus>,
-    generation: Option<i64>,
-    why: Reason,
-    message: &str,
-    now: Timestamp,
-) -> SociIndexStatus {
-    boundary_status(
-        previous,
-        generation,
-        [
-            (READY, ConditionStatus::Unknown),
-            (RECONCILING, ConditionStatus::True),
-        ],
-        why,
-        message,
-        now,
-    )
+impl Boundary {
+    fn conditions(self) -> [(&'static str, ConditionStatus); 2] {
+        match self {
+            Boundary::Stalled => [
+                (READY, ConditionStatus::False),
+                (STALLED, ConditionStatus::True),
+            ],
+            Boundary::Retrying => [
+                (READY, ConditionStatus::Unknown),
+                (RECONCILING, ConditionStatus::True),
+            ],
+        }
+    }
 }
 
-fn boundary_status(
+/// The status of an object that is stalled or retried (see [`Boundary`]), with `reason` and
+/// `message` on both conditions. The images' entries are kept: they record what was pushed
+/// (what cleanup removes, what to deploy).
+pub fn boundary_object_status(
+    boundary: Boundary,
     previous: Option<&SociIndexStatus>,
     generation: Option<i64>,
-    conditions: [(&str, ConditionStatus); 2],
     why: Reason,
     message: &str,
     now: Timestamp,
 ) -> SociIndexStatus {
     let mut status = previous.cloned().unwrap_or_default();
-    let wanted = conditions
+    let wanted = boundary
+        .conditions()
         .into_iter()
         .map(|(type_, s)| Condition::new(type_, s, why, message))
         .collect();

@@ -856,7 +856,8 @@ fn an_invalid_spec_stalls_and_keeps_what_was_pushed() {
     let s = spec(&["app"]);
     let ready = Run::new(&s, vec![seen("app", DIGEST_A, bound())]).plan();
     let why = "spec.interval \"5s\" is outside 10s..720h (30 days)";
-    let stalled = stalled_status(
+    let stalled = boundary_object_status(
+        Boundary::Stalled,
         Some(&ready.status),
         Some(2),
         Reason::InvalidSpec,
@@ -883,7 +884,14 @@ fn an_invalid_spec_stalls_and_keeps_what_was_pushed() {
         "cleanup needs what was pushed"
     );
     // The next reconcile builds the same status: nothing to write, no Event again.
-    let again = stalled_status(Some(&stalled), Some(2), Reason::InvalidSpec, why, t(120));
+    let again = boundary_object_status(
+        Boundary::Stalled,
+        Some(&stalled),
+        Some(2),
+        Reason::InvalidSpec,
+        why,
+        t(120),
+    );
     assert_eq!(again, stalled);
     // A fixed spec (a new generation) plans as usual again.
     let mut fixed = Run::new(&s, vec![seen("app", DIGEST_A, bound())]);
