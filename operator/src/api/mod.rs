@@ -134,14 +134,7 @@ pub struct IndexSettings {
     /// How often tags are re-resolved and targets re-verified (Go duration: `30m`, `1h`),
     /// between 10s and 720h (30 days). Default 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = limits::MAX_INTERVAL_TEXT),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-    )]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "duration(self) >= duration('10s') && duration(self) <= duration('720h')",
-        "message": "interval must be between 10s and 720h (30 days)"
-    }]))]
+    #[schemars(schema_with = "interval_schema")]
     pub interval: Option<String>,
     /// `Retain` (default) keeps what was pushed when this object is deleted. `Delete` adds the
     /// finalizer `soci.dev/cleanup`, which on deletion removes what the status records as
@@ -301,6 +294,40 @@ fn bounded_tolerations(generator: &mut schemars::SchemaGenerator) -> schemars::S
             }
         }
     }
+    schema
+}
+
+/// An optional Go duration between 10s and 720h: `spec.interval`, a policy's `interval`.
+fn interval_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    duration_schema(
+        generator,
+        "duration(self) >= duration('10s') && duration(self) <= duration('720h')",
+        "interval must be between 10s and 720h (30 days)",
+    )
+}
+
+/// An optional Go duration of at most 720h: a policy's `retention`.
+fn retention_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    duration_schema(
+        generator,
+        "duration(self) <= duration('720h')",
+        "retention must be at most 720h (30 days)",
+    )
+}
+
+/// An optional Go duration text (bounded, by pattern), with a CEL `rule` on its value.
+fn duration_schema(
+    generator: &mut schemars::SchemaGenerator,
+    rule: &str,
+    message: &str,
+) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Option<String>>();
+    schema.insert("maxLength".into(), limits::MAX_INTERVAL_TEXT.into());
+    schema.insert("pattern".into(), r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$".into());
+    schema.insert(
+        "x-kubernetes-validations".into(),
+        serde_json::json!([{"rule": rule, "message": message}]),
+    );
     schema
 }
 

@@ -115,26 +115,12 @@ pub struct PolicySpec {
     /// How long an image that stops being selected keeps its child (Go duration, 0s to 720h,
     /// default 24h); then the child is deleted, with the template's `deletionPolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = limits::MAX_INTERVAL_TEXT),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-    )]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "duration(self) <= duration('720h')",
-        "message": "retention must be at most 720h (30 days)"
-    }]))]
+    #[schemars(schema_with = "super::retention_schema")]
     pub retention: Option<String>,
     /// How often repositories are listed again (Go duration, 10s to 720h, default 10m).
     /// Workloads are watched; push events list a repository at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = limits::MAX_INTERVAL_TEXT),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-    )]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "duration(self) >= duration('10s') && duration(self) <= duration('720h')",
-        "message": "interval must be between 10s and 720h (30 days)"
-    }]))]
+    #[schemars(schema_with = "super::interval_schema")]
     pub interval: Option<String>,
     /// What each child SociIndex gets besides its image.
     #[serde(default)]
