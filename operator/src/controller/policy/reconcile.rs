@@ -164,10 +164,12 @@ pub async fn reconcile(ctx: &PolicyContext, policy: PolicyRef<'_>) -> anyhow::Re
 }
 
 /// Repositories and tag selections the schema cannot check.
-fn check_sources(policy: &PolicyRef<'_>) -> Result<(), String> {
+pub(crate) fn check_sources(policy: &PolicyRef<'_>) -> Result<(), String> {
     for source in &policy.spec().sources.repositories {
-        let r = RegistryRef::parse(&source.repository).map_err(|e| format!("{e:#}"))?;
-        if r.tag.is_some() || r.digest.is_some() {
+        RegistryRef::parse(&source.repository).map_err(|e| format!("{e:#}"))?;
+        // The parsed reference has a default tag: look at the text.
+        let last = source.repository.rsplit('/').next().unwrap_or_default();
+        if source.repository.contains('@') || last.contains(':') {
             return Err(format!(
                 "repository {:?} names a tag or digest: name only the repository",
                 source.repository
@@ -352,5 +354,49 @@ async fn publish(
     let e = event(warning, EventAction::Reconcile, reason, note);
     if let Err(err) = ctx.main.recorder.publish(&e, &policy.object_ref()).await {
         tracing::warn!(error = %err, policy = %policy.key(), %reason, "publishing an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::policy::{
+        PolicySources, RepositorySource, SociIndexPolicy, SociIndexPolicySpec,
+    };
+
+    fn policy(repository: &str) -> SociIndexPolicy {
+        SociIndexPolicy::new(
+            "p",
+            SociIndexPolicySpec {
+                policy: crate::api::policy::PolicySpec {
+                    sources: PolicySources {
+                        repositories: vec![RepositorySource {
+                            repository: repository.into(),
+                            tags: serde_json::from_value(serde_json::json!({"semver": "^1"}))
+                                .unwrap(),
+                        }],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn a_repository_is_named_without_tag_or_digest() {
+        for ok in [
+            "127.0.0.1:5000/e2e/svc",
+            "registry.example/team/api",
+            "nginx",
+        ] {
+            let p = policy(ok);
+            assert!(check_sources(&PolicyRef::Namespaced(&p)).is_ok(), "{ok}");
+        }
+        let digest = format!("127.0.0.1:5000/app@sha256:{}", "a".repeat(64));
+        for bad in ["127.0.0.1:5000/app:v1", digest.as_str(), "UPPER/case"] {
+            let p = policy(bad);
+            assert!(check_sources(&PolicyRef::Namespaced(&p)).is_err(), "{bad}");
+        }
     }
 }
