@@ -70,7 +70,7 @@ pub async fn workload_candidates(
         let in_scope = pod
             .namespace()
             .is_some_and(|namespace| namespaces.contains(&namespace));
-        if in_scope && selector.matches(pod.labels()) {
+        if in_scope && !is_worker(&pod) && selector.matches(pod.labels()) {
             found.extend(workloads::pod_candidates(&pod, &options));
         }
     }
@@ -96,6 +96,12 @@ pub async fn workload_candidates(
         found.extend(workloads::cron_job_candidates(cron_job, &options));
     }
     Ok(found)
+}
+
+/// Our own worker Pods run the operator's image: never a workload to index.
+fn is_worker(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    use crate::controller::worker::{MANAGED_BY, MANAGED_BY_LABEL};
+    pod.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
 }
 
 /// The tags a repository source follows now, as candidates (the policy's cap applies to them
