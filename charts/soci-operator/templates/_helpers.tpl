@@ -140,6 +140,10 @@ default ServiceAccount and no token. */}}
 - apiGroups: [batch]
   resources: [cronjobs]
   verbs: [list]
+# Deployments', StatefulSets' and DaemonSets' templates: listed (also while they have no Pods).
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets]
+  verbs: [list]
 # ServiceAccounts (their imagePullSecrets) and Namespaces (by label): listed.
 - apiGroups: [""]
   resources: [serviceaccounts, namespaces]

@@ -138,8 +138,8 @@ pub struct PolicySpec {
 }]))]
 pub struct PolicySources {
     /// The images Pods run (containers and init containers), as written and pinned to the
-    /// digest the node resolved (`status.containerStatuses[].imageID`); CronJobs' templates
-    /// too, since their Pods come and go.
+    /// digest the node resolved (`status.containerStatuses[].imageID`); and the Pod templates
+    /// of Deployments, StatefulSets, DaemonSets and CronJobs, whose Pods come and go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workloads: Option<WorkloadSource>,
     /// Registry repositories whose tags are followed.
@@ -151,7 +151,7 @@ pub struct PolicySources {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSource {
-    /// Only Pods (and CronJobs) with these labels. Empty: all of them.
+    /// Only Pods (and workloads) with these labels. Empty: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::bounded_label_selector")]
     pub selector: Option<LabelSelector>,

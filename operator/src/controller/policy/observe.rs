@@ -9,6 +9,7 @@ use crate::api::policy::{RepositorySource, policy_limits};
 use crate::controller::credentials;
 use crate::controller::policy_tags::select_tags;
 use crate::registry::RegistryRef;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::ListParams;
@@ -74,28 +75,63 @@ pub async fn workload_candidates(
             found.extend(workloads::pod_candidates(&pod, &options));
         }
     }
-    let cron_jobs: Vec<CronJob> = match policy {
-        PolicyRef::Namespaced(p) => {
-            let api: Api<CronJob> =
-                Api::namespaced(ctx.main.client.clone(), &p.namespace().unwrap_or_default());
-            api.list(&ListParams::default().labels_from(&selector))
-                .await?
-                .items
-        }
-        PolicyRef::Cluster(_) => {
-            let api: Api<CronJob> = Api::all(ctx.main.client.clone());
-            api.list(&ListParams::default().labels_from(&selector))
-                .await?
-                .items
-                .into_iter()
-                .filter(|c| c.namespace().is_some_and(|n| namespaces.contains(&n)))
-                .collect()
-        }
-    };
-    for cron_job in &cron_jobs {
+    for cron_job in &listed::<CronJob>(ctx, policy, namespaces, &selector).await? {
         found.extend(workloads::cron_job_candidates(cron_job, &options));
     }
+    // The workloads' templates: what their Pods run, also while they have none.
+    for d in &listed::<Deployment>(ctx, policy, namespaces, &selector).await? {
+        if let Some(spec) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
+            found.extend(workloads::template_candidates(spec, &options));
+        }
+    }
+    for s in &listed::<StatefulSet>(ctx, policy, namespaces, &selector).await? {
+        if let Some(spec) = s.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
+            found.extend(workloads::template_candidates(spec, &options));
+        }
+    }
+    for d in &listed::<DaemonSet>(ctx, policy, namespaces, &selector).await? {
+        if let Some(spec) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
+            found.extend(workloads::template_candidates(spec, &options));
+        }
+    }
     Ok(found)
+}
+
+/// The objects of kind `K` with the selector's labels in `namespaces`: one list in the
+/// policy's namespace, or one cluster-wide for a cluster policy.
+async fn listed<K>(
+    ctx: &PolicyContext,
+    policy: &PolicyRef<'_>,
+    namespaces: &BTreeSet<String>,
+    selector: &Selector,
+) -> anyhow::Result<Vec<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let params = ListParams::default().labels_from(selector);
+    let items = match policy {
+        PolicyRef::Namespaced(p) => {
+            let api: Api<K> =
+                Api::namespaced(ctx.main.client.clone(), &p.namespace().unwrap_or_default());
+            api.list(&params).await?.items
+        }
+        PolicyRef::Cluster(_) => {
+            let api: Api<K> = Api::all(ctx.main.client.clone());
+            api.list(&params).await?.items
+        }
+    };
+    Ok(items
+        .into_iter()
+        .filter(|o| {
+            o.meta()
+                .namespace
+                .as_ref()
+                .is_some_and(|n| namespaces.contains(n))
+        })
+        .collect())
 }
 
 /// Our own worker Pods run the operator's image: never a workload to index.

@@ -91,15 +91,22 @@ pub fn pod_candidates(pod: &Pod, options: &WorkloadOptions) -> Vec<Candidate> {
 
 /// The candidates of a CronJob's template (no digest: its next Pods resolve the tag).
 pub fn cron_job_candidates(cron_job: &CronJob, options: &WorkloadOptions) -> Vec<Candidate> {
-    let Some(spec) = cron_job
+    match cron_job
         .spec
         .job_template
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
-    else {
-        return Vec::new();
-    };
+    {
+        Some(spec) => template_candidates(spec, options),
+        None => Vec::new(),
+    }
+}
+
+/// The candidates of a workload's Pod template (a Deployment, StatefulSet, DaemonSet or
+/// CronJob): what its Pods will run, also while it has none (scaled to zero, between runs).
+/// No digest: the Pods that run it pin theirs.
+pub fn template_candidates(spec: &PodSpec, options: &WorkloadOptions) -> Vec<Candidate> {
     let secrets = if options.pull_secrets {
         pull_secrets(spec, options.service_accounts)
     } else {
