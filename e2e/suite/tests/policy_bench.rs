@@ -171,8 +171,10 @@ async fn policy_bench() -> Result<()> {
 
     let phase = Instant::now();
     let repo = format!("e2e/bench-{}", ns.trim_start_matches("soci-e2e-"));
-    let registry = RegistryHttp::new(&t.g.registry, None);
+    // reqwest::blocking inside the async test: the client is made and dropped in
+    // block_in_place too (its runtime may not be dropped on an async worker).
     tokio::task::block_in_place(|| -> Result<()> {
+        let registry = RegistryHttp::new(&t.g.registry, None);
         for i in 0..images_n {
             push_small(&registry, &repo, &format!("i{i}"), i)?;
         }

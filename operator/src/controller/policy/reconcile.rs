@@ -204,12 +204,13 @@ async fn observe_sources(
             .with_label_values(&["workloads", "ok"])
             .inc();
         let distinct: BTreeSet<&str> = found.iter().map(|c| c.reference.as_str()).collect();
-        sources.push(SourceStatus {
-            source: WORKLOADS_SOURCE.into(),
-            last_listed: Some(rfc3339(now)),
-            images: distinct.len() as i32,
-            error: None,
-        });
+        let before = previous.and_then(|p| p.sources.iter().find(|s| s.source == WORKLOADS_SOURCE));
+        sources.push(workloads_status(
+            before,
+            distinct.len(),
+            settings.interval,
+            now,
+        ));
         candidates.extend(found);
     }
     for source in &policy.spec().sources.repositories {
@@ -263,6 +264,31 @@ async fn observe_sources(
         }
     }
     Ok((candidates, sources, unlisted))
+}
+
+/// The workloads source's status. Its store is read at every reconcile, but `lastListed` moves
+/// only when the count changes or once per interval: a status that changed at every reconcile
+/// would wake the policy again with its own write, for ever.
+fn workloads_status(
+    before: Option<&SourceStatus>,
+    images: usize,
+    interval: Duration,
+    now: Timestamp,
+) -> SourceStatus {
+    let fresh = before.filter(|b| {
+        b.images == images as i32
+            && b.error.is_none()
+            && b.last_listed
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|t| now.duration_since(t).unsigned_abs() < interval)
+    });
+    fresh.cloned().unwrap_or_else(|| SourceStatus {
+        source: WORKLOADS_SOURCE.into(),
+        last_listed: Some(rfc3339(now)),
+        images: images as i32,
+        error: None,
+    })
 }
 
 /// Whether a repository is listed in this reconcile: never listed, a new generation, a
@@ -381,6 +407,24 @@ mod tests {
                 },
             },
         )
+    }
+
+    #[test]
+    fn the_workloads_status_holds_still_while_nothing_changes() {
+        let t0: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+        let interval = Duration::from_secs(600);
+        let first = workloads_status(None, 3, interval, t0);
+        assert_eq!(first.last_listed.as_deref(), Some("2026-12-02T12:00:00Z"));
+        let later = t0 + Duration::from_secs(30);
+        // Same count within the interval: the same status, so no write wakes the policy.
+        assert_eq!(workloads_status(Some(&first), 3, interval, later), first);
+        // A new count, or the interval passed: a new listing time.
+        assert_eq!(workloads_status(Some(&first), 4, interval, later).images, 4);
+        let much_later = t0 + Duration::from_secs(601);
+        assert_ne!(
+            workloads_status(Some(&first), 3, interval, much_later),
+            first
+        );
     }
 
     #[test]
