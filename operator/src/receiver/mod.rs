@@ -335,7 +335,7 @@ impl Shared {
         let stamp = match current {
             Ok(stamp) => stamp,
             Err(why) => {
-                let mut cache = self.token.lock().unwrap();
+                let mut cache = crate::locks::lock(&self.token);
                 cache.stamp = None;
                 cache.token = None;
                 cache.log(path, &why);
@@ -343,7 +343,7 @@ impl Shared {
             }
         };
         {
-            let cache = self.token.lock().unwrap();
+            let cache = crate::locks::lock(&self.token);
             if cache.stamp.as_ref() == Some(&stamp)
                 && let Some(Ok(hash)) = &cache.token
             {
@@ -360,7 +360,7 @@ impl Shared {
             },
             Err(e) => Err(e.to_string()),
         };
-        let mut cache = self.token.lock().unwrap();
+        let mut cache = crate::locks::lock(&self.token);
         let changed = cache.stamp.is_some() && cache.stamp.as_ref() != Some(&stamp);
         cache.stamp = Some(stamp);
         cache.token = Some(token.clone());

@@ -1,3 +1,6 @@
+//! Test-only (declared `#[cfg(test)]` in `conversion_plan/mod.rs`): the upstream `soci` CLI as
+//! the oracle; its unwraps and panics fail a test, never a conversion.
+
 use super::*;
 use crate::oci::*;
 use std::io::Write;
