@@ -17,6 +17,8 @@ pub enum EventAction {
     Build,
     Reconcile,
     Delete,
+    /// The admission webhook moved a Pod to SOCI-enabled images.
+    Admit,
 }
 
 impl EventAction {
@@ -34,6 +36,7 @@ impl EventAction {
             Self::Build => "Build",
             Self::Reconcile => "Reconcile",
             Self::Delete => "Delete",
+            Self::Admit => "Admit",
         }
     }
 }
