@@ -144,13 +144,23 @@ default ServiceAccount and no token. */}}
 - apiGroups: [apps]
   resources: [deployments, statefulsets, daemonsets]
   verbs: [list]
-# ServiceAccounts (their imagePullSecrets) and Namespaces (by label): listed.
+# ServiceAccounts (their imagePullSecrets): listed.
 - apiGroups: [""]
-  resources: [serviceaccounts, namespaces]
+  resources: [serviceaccounts]
   verbs: [list]
+# Namespaces (by label): listed, and watched (metadata only) so that a label change wakes
+# the cluster policies that select namespaces.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
 {{- end }}
 
 {{- define "soci-operator.metricsAddr" -}}
 {{- $host := .Values.metrics.bindAddress }}
 {{- if contains ":" $host }}{{ printf "[%s]:%v" $host .Values.metrics.port }}{{ else }}{{ printf "%s:%v" $host .Values.metrics.port }}{{ end }}
+{{- end }}
+
+{{/* The Secret holding the admission webhook's serving certificate. */}}
+{{- define "soci-operator.webhookSecret" -}}
+{{- .Values.admissionWebhook.certificates.secretName | default (printf "%s-webhook-tls" (include "soci-operator.fullname" .)) }}
 {{- end }}

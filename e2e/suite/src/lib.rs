@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 pub use soci_operator::api;
 
 pub mod node;
+pub mod webhook;
 
 /// The proving ground's pause image (`e2e/proving-ground`'s PAUSE_TAG), in its registry.
 pub const PAUSE_IMAGE: &str = "pause:3.10-soci-pg";

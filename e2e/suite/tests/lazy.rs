@@ -299,6 +299,19 @@ async fn check_image(
     files: &[(String, String)],
     expect: Expect,
 ) -> Result<Ran> {
+    check_image_as(t, pod, reference, reference, files, expect).await
+}
+
+/// [`check_image`] for a Pod that names `pod_image` and must end up running `reference` (the
+/// admission webhook moves it there).
+async fn check_image_as(
+    t: &Ctx,
+    pod: &str,
+    pod_image: &str,
+    reference: &str,
+    files: &[(String, String)],
+    expect: Expect,
+) -> Result<Ran> {
     t.note(reference);
     // A blocking HTTP client: not on the async runtime's own threads.
     let image = tokio::task::block_in_place(|| node::node_image(reference))
@@ -313,9 +326,21 @@ async fn check_image(
 
     let soci_mark = node::LogMark::new(&t.g.soci_log);
     let registry_mark = node::LogMark::new(&t.g.dir.join("logs/registry.log"));
-    if let Err(e) = node::run_pod(t, pod, reference, SECS(180)).await {
+    if let Err(e) = node::run_pod(t, pod, pod_image, SECS(180)).await {
         let _ = node::forget(t, pod, reference, &image).await;
         return Err(e);
+    }
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(t.client.clone(), &t.ns);
+    let running = pods.get(pod).await?;
+    let ran_image = running
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers[0].image.clone())
+        .unwrap_or_default();
+    if ran_image != reference {
+        let _ = node::forget(t, pod, reference, &image).await;
+        bail!("Pod {pod} named {pod_image} and runs {ran_image}, not {reference}");
     }
     let mut bad_reads = vec![];
     for (path, sum) in files {
@@ -606,4 +631,35 @@ fn the_claim_check_refuses_claims_the_node_did_not_make_true() {
         "status says 2 indexed"
     );
     assert!(check_claims(&status, &HashMap::new()).is_err(), "never run");
+}
+
+// The admission webhook: a Pod naming the source tag, in a labelled namespace, is moved to the
+// SOCI-enabled image, and the node mounts its indexed layers lazily.
+#[tokio::test(flavor = "multi_thread")]
+async fn lazy_through_admission() -> Result<()> {
+    use soci_e2e::webhook::*;
+    let t = start!("lazy-through-admission");
+    let case = "docker";
+    let generated = generate(&t, case)?;
+    let source = push(&t, &generated.layout, &format!("{}:v1", t.repo(case)))?;
+    // The operator's own namespace is never rewritten: its Secret lives in another.
+    let home = t.namespace("operator").await?;
+    label_namespace(&t, &t.ns).await?;
+    let port = free_port()?;
+    let hook = install_webhook(&t, port, &[&t.ns]).await?;
+    let args = webhook_args(port, &hook.name, &[&t.ns, &home], &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _operator = t.operator_with(&[("POD_NAMESPACE", &home)], &args)?;
+    ca_bundle(&t, &hook.name, SECS(60)).await?;
+    t.apply_in(&t.ns, "cases", json!({"images": [{"name": case, "image": source}]}))
+        .await?;
+    let o = t.wait_ready("cases", SECS(900)).await?;
+    let deploy = check_counts(&o, case, &[("*", (1, 1, 0))])?;
+    // The webhook's view follows the status within a second.
+    tokio::time::sleep(SECS(2)).await;
+    let ran = check_image_as(&t, "admitted", &source, &deploy, &generated.files, Expect::Lazy).await?;
+    check_claims(o.status.as_ref().context("a status")?, &HashMap::from([(deploy, ran)]))?;
+    drop(hook);
+    t.pass();
+    Ok(())
 }

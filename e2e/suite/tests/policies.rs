@@ -431,6 +431,31 @@ async fn cluster_policy_namespaces() -> Result<()> {
         started.elapsed(),
         images[2].0
     ));
+    // The third namespace gains the label; no Pod changes, and the policy's interval (10m)
+    // is far: the namespace watch wakes the policy.
+    let labelled = Instant::now();
+    namespaces
+        .patch(
+            &images[2].0,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"soci.dev/e2e-policy": suffix}}})),
+        )
+        .await?;
+    let all = set(&[&images[0].1, &images[1].1, &images[2].1]);
+    t.wait_policy(
+        &t.cluster_policies(),
+        &name,
+        &t.ns,
+        SETTLE,
+        "Ready with the third namespace's child too",
+        |p: &ClusterSociIndexPolicy, c| settled(p.status.as_ref(), c, &all),
+    )
+    .await?;
+    t.note(format!(
+        "labelling {} added its child, Ready after {:?}",
+        images[2].0,
+        labelled.elapsed()
+    ));
     t.pass();
     Ok(())
 }
@@ -439,9 +464,7 @@ async fn cluster_policy_namespaces() -> Result<()> {
 
 /// A repository policy with `tags: {semver: ">=1.2.0, <2.0.0"}` over tags 1.2.3, 1.2.4 and
 /// 2.0.0: children for 1.2.x only; 1.2.5 pushed later gets a child at the next listing
-/// (interval 10s). NEEDS THE REAL TAG MODULE (operator/src/controller/policy_tags.rs, from
-/// wip/tags): with the stub, which selects every tag, the last check (no child for 2.0.0)
-/// fails, by design.
+/// (interval 10s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_repository_semver() -> Result<()> {
     let t = start!("policy-repository-semver");

@@ -6,6 +6,7 @@ use crate::controller::runtime::{LeaderOptions, RunOptions, identity};
 use crate::controller::worker::{NamespaceSet, TenantPolicy, WorkerOptions, WorkerPodConfig};
 use crate::controller::{self, Context, Metrics, plan, slots};
 use crate::exit::UsageError;
+use crate::webhook::serve::{CertSource, WebhookOptions};
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
@@ -100,6 +101,8 @@ pub struct RunArgs {
     /// The receiver's bearer token: a file (a mounted Secret), re-read when it changes.
     #[arg(long, value_name = "FILE")]
     push_receiver_token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    webhook: WebhookArgs,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Serve /metrics, /healthz and /readyz here; `off` serves nothing.
@@ -107,6 +110,62 @@ pub struct RunArgs {
     metrics_addr: String,
     #[command(flatten)]
     registry: RegistryArgs,
+}
+
+/// The Pod admission webhook (docs/admission.md).
+#[derive(Args)]
+struct WebhookArgs {
+    /// Serve the Pod admission webhook (HTTPS, `/mutate-pods`) here (`0.0.0.0:9443`); default:
+    /// off. Every replica serves it.
+    #[arg(long, value_name = "ADDR")]
+    webhook_listen: Option<SocketAddr>,
+    /// The Secret (in $POD_NAMESPACE) where the operator keeps the webhook's CA and serving
+    /// certificate, created and rotated by the operator.
+    #[arg(long, value_name = "NAME", conflicts_with = "webhook_cert_dir")]
+    webhook_cert_secret: Option<String>,
+    /// Instead: read the serving certificate from DIR/tls.crt and DIR/tls.key (a mounted
+    /// cert-manager Secret), again whenever they change.
+    #[arg(long, value_name = "DIR")]
+    webhook_cert_dir: Option<PathBuf>,
+    /// The MutatingWebhookConfiguration whose caBundle the operator keeps (with
+    /// --webhook-cert-secret).
+    #[arg(long, value_name = "NAME")]
+    webhook_configuration: Option<String>,
+    /// A DNS name of the serving certificate (repeatable).
+    #[arg(long = "webhook-cert-dns-name", value_name = "NAME")]
+    webhook_cert_dns_names: Vec<String>,
+    /// An IP address of the serving certificate (repeatable).
+    #[arg(long = "webhook-cert-ip", value_name = "IP")]
+    webhook_cert_ips: Vec<std::net::IpAddr>,
+    /// How long the operator's webhook CA is valid.
+    #[arg(long, default_value = "87600h", value_name = "DURATION")]
+    webhook_ca_validity: String,
+    /// How long a serving certificate is valid.
+    #[arg(long, default_value = "8760h", value_name = "DURATION")]
+    webhook_cert_validity: String,
+    /// Renew a CA or serving certificate this long before it expires.
+    #[arg(long, default_value = "2160h", value_name = "DURATION")]
+    webhook_cert_renew_before: String,
+    /// How often the certificates are checked (and whenever their Secret changes).
+    #[arg(long, default_value = "12h", value_name = "DURATION")]
+    webhook_cert_check_interval: String,
+    /// How long a new CA is in the caBundle before serving certificates it signed are used.
+    #[arg(long, default_value = "1m", value_name = "DURATION")]
+    webhook_ca_publish_delay: String,
+    /// Whether the indexes of ClusterSociIndexPolicies serve Pods in every namespace (by
+    /// default they count only in their own, as any SociIndex).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    webhook_cluster_policy_indexes: bool,
+    /// A namespace whose Pods are never rewritten (repeatable); kube-system and the
+    /// operator's own are always excluded.
+    #[arg(long = "webhook-exclude-namespace", value_name = "NS")]
+    webhook_exclude_namespaces: Vec<String>,
+    /// The longest a fresh tag resolution may take; past it the image is left as written.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    webhook_tag_timeout: String,
+    /// How long a tag resolution is reused.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    webhook_tag_cache: String,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -165,6 +224,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             token_file.clone(),
         )),
     };
+    let webhook = webhook_options(&args.webhook, &args.namespaces)?;
     let registry = args.registry.client()?;
     let worker = WorkerOptions {
         image: args.worker_image.clone(),
@@ -219,6 +279,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         if let Some(options) = push_receiver {
             start_push_receiver(ctx.clone(), options).await?;
         }
+        if let Some(options) = webhook {
+            crate::webhook::serve::start(ctx.clone(), options).await?;
+        }
         tracing::info!(worker_image = %ctx.worker.image, "soci-operator controller starting");
         let options = RunOptions {
             policies: args.policies && args.namespaces.is_empty(),
@@ -254,6 +317,85 @@ async fn start_push_receiver(
     });
     tokio::spawn(crate::controller::push::dispatch(ctx, triggers, events));
     Ok(())
+}
+
+/// The webhook's flags, checked: `None` when it is off.
+fn webhook_options(
+    args: &WebhookArgs,
+    namespaces: &[String],
+) -> Result<Option<WebhookOptions>, UsageError> {
+    use crate::webhook::certs::{ServingNames, Settings};
+    let Some(listen) = args.webhook_listen else {
+        return Ok(None);
+    };
+    let duration = |flag: &str, text: &str| {
+        crate::controller::durations::parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| UsageError(format!("{flag} {text:?}: not a duration (500ms, 10s, 1h)")))
+    };
+    let own_namespace = lease_namespace();
+    let certs = match (&args.webhook_cert_secret, &args.webhook_cert_dir) {
+        (Some(secret), _) => {
+            let namespace = own_namespace.clone().ok_or_else(|| {
+                UsageError("--webhook-cert-secret needs $POD_NAMESPACE (the Secret's namespace)".into())
+            })?;
+            let configuration = args.webhook_configuration.clone().ok_or_else(|| {
+                UsageError(
+                    "--webhook-cert-secret needs --webhook-configuration (where the CA bundle goes)"
+                        .into(),
+                )
+            })?;
+            ServingNames::new(&args.webhook_cert_dns_names, &args.webhook_cert_ips)
+                .map_err(|e| UsageError(format!("the webhook's certificate names: {e}")))?;
+            let settings = Settings::new(
+                duration("--webhook-ca-validity", &args.webhook_ca_validity)?,
+                duration("--webhook-cert-validity", &args.webhook_cert_validity)?,
+                duration("--webhook-cert-renew-before", &args.webhook_cert_renew_before)?,
+                duration("--webhook-cert-check-interval", &args.webhook_cert_check_interval)?,
+                duration("--webhook-ca-publish-delay", &args.webhook_ca_publish_delay)?,
+            )
+            .map_err(|e| UsageError(format!("the webhook's certificate lifetimes: {e}")))?;
+            CertSource::Managed(crate::webhook::cert_rotator::RotatorOptions {
+                namespace,
+                secret_name: secret.clone(),
+                webhook_configuration: configuration,
+                dns_names: args.webhook_cert_dns_names.clone(),
+                ip_addresses: args.webhook_cert_ips.clone(),
+                settings,
+            })
+        }
+        (None, Some(dir)) => CertSource::Files(dir.clone()),
+        (None, None) => {
+            return Err(UsageError(
+                "--webhook-listen needs --webhook-cert-secret (operator-managed) or --webhook-cert-dir (cert-manager)".into(),
+            ));
+        }
+    };
+    let tag_timeout = duration("--webhook-tag-timeout", &args.webhook_tag_timeout)?;
+    if tag_timeout > Duration::from_secs(10) {
+        return Err(UsageError(
+            "--webhook-tag-timeout: at most 10s (the API server waits 30 s at most)".into(),
+        ));
+    }
+    let tag_cache = duration("--webhook-tag-cache", &args.webhook_tag_cache)?;
+    if tag_cache > Duration::from_secs(600) {
+        return Err(UsageError(
+            "--webhook-tag-cache: at most 10m (a tag's answer must stay fresh)".into(),
+        ));
+    }
+    let mut excluded_namespaces = vec!["kube-system".to_string()];
+    excluded_namespaces.extend(own_namespace);
+    excluded_namespaces.extend(args.webhook_exclude_namespaces.iter().cloned());
+    Ok(Some(WebhookOptions {
+        listen,
+        certs,
+        namespaces: namespaces.to_vec(),
+        cluster_policy_indexes: args.webhook_cluster_policy_indexes,
+        excluded_namespaces,
+        tag_timeout,
+        tag_cache,
+    }))
 }
 
 /// A duration flag within the bounds of `spec.interval` (10s to 720h), or `0` where

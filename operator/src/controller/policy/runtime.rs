@@ -8,11 +8,12 @@ use crate::api::SociIndex;
 use crate::api::policy::{ClusterSociIndexPolicy, SociIndexPolicy};
 use crate::controller::boundary::{Guarded, guarded};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Namespace, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::core::PartialObjectMeta;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,6 +138,7 @@ pub async fn run(
     // One Pod's namespace wakes the namespaced policies there and every cluster policy.
     let (to_namespaced, namespaced_triggers) = mpsc::channel(TRIGGER_QUEUE);
     let (to_cluster, cluster_triggers) = mpsc::channel(TRIGGER_QUEUE);
+    let to_cluster_by_namespace = to_cluster.clone();
     let fan_out = {
         let namespaced_store = namespaced_store.clone();
         let cluster_store = cluster_store.clone();
@@ -159,6 +161,11 @@ pub async fn run(
         }
     };
     let fan_out = tokio::spawn(fan_out);
+    let namespace_labels = tokio::spawn(wake_on_namespace_labels(
+        client.clone(),
+        cluster_store.clone(),
+        to_cluster_by_namespace,
+    ));
     let config = kube::runtime::controller::Config::default()
         .concurrency(4)
         .debounce(DEBOUNCE);
@@ -197,6 +204,35 @@ pub async fn run(
     tracing::info!("policy controllers starting");
     futures_util::future::join(a, b).await;
     fan_out.abort();
+    namespace_labels.abort();
+}
+
+/// A namespace whose labels change may enter or leave a cluster policy's `namespaceSelector`
+/// without any Pod changing: such a change (and each namespace's first sighting) wakes the
+/// cluster policies that select namespaces. Metadata only: a Namespace's spec and status are
+/// not read.
+async fn wake_on_namespace_labels(
+    client: kube::Client,
+    cluster_store: Store<ClusterSociIndexPolicy>,
+    to_cluster: mpsc::Sender<ObjectRef<ClusterSociIndexPolicy>>,
+) {
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+    let changes = watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::labels, Default::default());
+    let mut changes = std::pin::pin!(changes);
+    while let Some(changed) = changes.next().await {
+        if changed.is_err() {
+            continue;
+        }
+        for policy in cluster_store.state() {
+            let selects_namespaces = policy.spec.namespace_selector.is_some();
+            if selects_namespaces && policy.spec.policy.sources.workloads.is_some() {
+                let _ = to_cluster.try_send(ObjectRef::from_obj(policy.as_ref()));
+            }
+        }
+    }
 }
 
 /// One reconcile inside the boundary: a panic or a timeout ends this one alone.
