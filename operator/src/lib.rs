@@ -18,5 +18,6 @@ pub mod reason;
 pub mod receiver;
 pub mod registry;
 pub mod verification;
+pub mod webhook;
 
 pub use reason::exit;
