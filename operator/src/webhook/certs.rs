@@ -73,6 +73,8 @@ pub enum CertError {
     Issue(#[from] rcgen::Error),
     #[error("the plan needs a CA key the Secret does not hold")]
     NoSigner,
+    #[error("the plan was made from another state")]
+    PlanMismatch,
     #[error("a time out of the certificate range: {0}")]
     Time(String),
 }
@@ -581,8 +583,9 @@ impl Plan {
 /// The newest of the kept CAs: the latest `not_before`, the later in the bundle on a tie.
 fn newest(state: &State, kept: &[usize]) -> Option<usize> {
     kept.iter()
-        .copied()
-        .max_by_key(|&i| (state.cas[i].not_before, i))
+        .filter_map(|&i| Some((state.cas.get(i)?.not_before, i)))
+        .max()
+        .map(|(_, i)| i)
 }
 
 fn remaining(not_after: SystemTime, now: SystemTime) -> Duration {
@@ -719,7 +722,12 @@ pub fn execute(
     if !plan.writes() {
         return Ok(None);
     }
-    let mut bundle: Vec<&CaCert> = plan.kept_cas.iter().map(|&i| &state.cas[i]).collect();
+    // A plan made from another state is refused rather than indexed out of bounds.
+    let mut bundle: Vec<&CaCert> = plan
+        .kept_cas
+        .iter()
+        .map(|&i| state.cas.get(i).ok_or(CertError::PlanMismatch))
+        .collect::<Result<_, _>>()?;
     let added;
     let (signer, signer_not_after) = match plan.new_ca {
         Some(_) => {
@@ -729,7 +737,7 @@ pub fn execute(
         None => {
             let newest = newest(state, &plan.kept_cas).ok_or(CertError::NoSigner)?;
             let key = state.ca_key_pem.clone().ok_or(CertError::NoSigner)?;
-            let ca = &state.cas[newest];
+            let ca = state.cas.get(newest).ok_or(CertError::PlanMismatch)?;
             (
                 IssuedPair {
                     cert_pem: ca.pem.clone(),
