@@ -1,1 +1,2 @@
+pub mod cert_rotator;
 pub mod certs;
