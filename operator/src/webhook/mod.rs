@@ -1,2 +1,3 @@
 pub mod cert_rotator;
 pub mod certs;
+pub mod tls;
