@@ -261,3 +261,74 @@ async fn connections_are_capped_and_a_silent_handshake_is_cut() {
     );
     server.stop().await;
 }
+
+/// [`follow_secret`] on a mocked API: the initial list loads the pair, a watch event swaps it,
+/// a broken pair in a later event keeps it.
+#[tokio::test]
+async fn the_secret_watch_loads_and_swaps_the_pair() {
+    use base64::Engine;
+    use http::{Request, Response};
+    use kube::client::Body;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret = |pair: &IssuedPair, rv: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "soci-webhook-tls", "namespace": "soci-system", "resourceVersion": rv },
+            "data": { "tls.crt": b64(&pair.cert_pem), "tls.key": b64(&pair.key_pem) },
+        })
+    };
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let cert = Arc::new(ServingCert::new());
+    let (_, leaf1) = ca_and_leaf();
+    let (_, leaf2) = ca_and_leaf();
+    let follower = tokio::spawn(follow_secret(
+        kube::Api::namespaced(client, "soci-system"),
+        "soci-webhook-tls".into(),
+        cert.clone(),
+    ));
+    let served_der = |cert: &ServingCert| cert.current().map(|k| k.cert[0].to_vec());
+    let der_of = |pair: &IssuedPair| {
+        CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    };
+
+    let (request, send) = handle.next_request().await.unwrap();
+    let uri = request.uri().to_string();
+    assert!(
+        uri.contains("fieldSelector=metadata.name%3Dsoci-webhook-tls"),
+        "{uri}"
+    );
+    assert!(!uri.contains("watch=true"), "{uri}");
+    let list = serde_json::json!({
+        "apiVersion": "v1", "kind": "SecretList", "metadata": { "resourceVersion": "10" },
+        "items": [secret(&leaf1, "10")],
+    });
+    send.send_response(Response::new(Body::from(
+        serde_json::to_vec(&list).unwrap(),
+    )));
+
+    let (request, send) = handle.next_request().await.unwrap();
+    assert!(request.uri().to_string().contains("watch=true"));
+    let mut broken = secret(&leaf2, "12");
+    broken["data"]["tls.key"] = b64(&leaf1.key_pem).into();
+    let events = [
+        serde_json::json!({ "type": "MODIFIED", "object": secret(&leaf2, "11") }),
+        serde_json::json!({ "type": "MODIFIED", "object": broken }),
+    ];
+    let mut body = Vec::new();
+    for event in events {
+        body.extend(serde_json::to_vec(&event).unwrap());
+        body.push(b'\n');
+    }
+    send.send_response(Response::new(Body::from(body)));
+
+    // The watcher asks again once that body ends: by then both events were handled.
+    let (request, _hold) = handle.next_request().await.unwrap();
+    assert!(request.uri().to_string().contains("watch=true"));
+    assert_eq!(served_der(&cert), Some(der_of(&leaf2)));
+    follower.abort();
+}
