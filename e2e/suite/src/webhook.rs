@@ -87,7 +87,13 @@ pub async fn ca_bundle(t: &Ctx, name: &str, timeout: Duration) -> Result<Vec<u8>
         let bundles: Vec<Vec<u8>> = config
             .webhooks?
             .iter()
-            .map(|w| w.client_config.ca_bundle.clone().map(|b| b.0).unwrap_or_default())
+            .map(|w| {
+                w.client_config
+                    .ca_bundle
+                    .clone()
+                    .map(|b| b.0)
+                    .unwrap_or_default()
+            })
             .collect();
         (bundles.iter().all(|b| !b.is_empty()) && bundles.windows(2).all(|w| w[0] == w[1]))
             .then(|| bundles[0].clone())
@@ -128,4 +134,3 @@ pub fn webhook_args(port: u16, config: &str, namespaces: &[&str], extra: &[&str]
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
-

@@ -87,7 +87,12 @@ async fn admission_latency() -> Result<()> {
     struct Cleanup<'a>(&'a Ctx, String);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
-            let _ = self.0.kubectl(&["delete", "mutatingwebhookconfiguration", &self.1, "--wait=false"]);
+            let _ = self.0.kubectl(&[
+                "delete",
+                "mutatingwebhookconfiguration",
+                &self.1,
+                "--wait=false",
+            ]);
         }
     }
     let _cleanup = Cleanup(&t, config.clone());
@@ -95,11 +100,18 @@ async fn admission_latency() -> Result<()> {
     let op = t.operator_with(
         &[("POD_NAMESPACE", &t.ns)],
         &[
-            "--namespace", &t.ns, "--namespace", &apps,
-            "--webhook-listen", &listen,
-            "--webhook-cert-secret", "soci-webhook-tls",
-            "--webhook-configuration", &config,
-            "--webhook-cert-ip", "127.0.0.1",
+            "--namespace",
+            &t.ns,
+            "--namespace",
+            &apps,
+            "--webhook-listen",
+            &listen,
+            "--webhook-cert-secret",
+            "soci-webhook-tls",
+            "--webhook-configuration",
+            &config,
+            "--webhook-cert-ip",
+            "127.0.0.1",
         ],
     )?;
 
@@ -109,8 +121,12 @@ async fn admission_latency() -> Result<()> {
     for i in 0..indexes {
         let name = format!("bench-{i}");
         let image = format!("{registry}/bench/img-{i}:v1");
-        t.apply_in(&apps, &name, json!({"images": [{"name": "main", "image": image}], "suspend": true}))
-            .await?;
+        t.apply_in(
+            &apps,
+            &name,
+            json!({"images": [{"name": "main", "image": image}], "suspend": true}),
+        )
+        .await?;
         let target = format!("{registry}/bench/img-{i}:v1-soci");
         let status = json!({"status": {"images": [{
             "name": "main", "image": image,
@@ -119,19 +135,33 @@ async fn admission_latency() -> Result<()> {
             "conditions": [{"type": "LazyLoadReady", "status": "True", "reason": "Verified",
                             "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
         }]}});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
     }
     let written = started.elapsed();
-    let synced = poll(Duration::from_secs(120), Duration::from_millis(500), async || {
-        (op.metric("soci_operator_admission_indexed_images")? >= indexes as f64).then_some(())
-    })
+    let synced = poll(
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        async || {
+            (op.metric("soci_operator_admission_indexed_images")? >= indexes as f64).then_some(())
+        },
+    )
     .await;
-    ensure!(synced.is_some(), "the webhook's view did not reach {indexes} images in 120 s");
-    t.note(format!("{indexes} SociIndexes written in {:.1} s; the view holds them all", written.as_secs_f64()));
+    ensure!(
+        synced.is_some(),
+        "the webhook's view did not reach {indexes} images in 120 s"
+    );
+    t.note(format!(
+        "{indexes} SociIndexes written in {:.1} s; the view holds them all",
+        written.as_secs_f64()
+    ));
 
     let middle = indexes / 2;
     let image = format!("{registry}/bench/img-{middle}@{}", digest_of(middle));
-    let moved_to = format!("{registry}/bench/img-{middle}:v1-soci@{}", target_digest_of(middle));
+    let moved_to = format!(
+        "{registry}/bench/img-{middle}:v1-soci@{}",
+        target_digest_of(middle)
+    );
 
     // Directly, trusting only the operator's CA.
     let secrets: Api<Secret> = Api::namespaced(t.client.clone(), &t.ns);
@@ -154,7 +184,9 @@ async fn admission_latency() -> Result<()> {
     let url = format!("https://{listen}/mutate-pods");
     let direct = tokio::task::block_in_place(|| -> Result<Vec<Duration>> {
         let certs = reqwest::Certificate::from_pem_bundle(&ca)?;
-        let client = reqwest::blocking::Client::builder().tls_certs_only(certs).build()?;
+        let client = reqwest::blocking::Client::builder()
+            .tls_certs_only(certs)
+            .build()?;
         let mut samples = Vec::with_capacity(requests);
         for i in 0..requests {
             let sent = Instant::now();
@@ -162,7 +194,10 @@ async fn admission_latency() -> Result<()> {
                 serde_json::from_slice(&client.post(&url).body(body.clone()).send()?.bytes()?)?;
             samples.push(sent.elapsed());
             if i == 0 {
-                ensure!(answer["response"]["patch"].is_string(), "no patch: {answer}");
+                ensure!(
+                    answer["response"]["patch"].is_string(),
+                    "no patch: {answer}"
+                );
             }
         }
         Ok(samples)
@@ -170,7 +205,7 @@ async fn admission_latency() -> Result<()> {
 
     // Through the API server: the webhook's namespace, and the reference without it.
     let through = requests / 4;
-    let mut timed = |ns: String| {
+    let timed = |ns: String| {
         let client = t.client.clone();
         let image = image.clone();
         async move {
@@ -180,10 +215,23 @@ async fn admission_latency() -> Result<()> {
             for i in 0..through {
                 let p: Pod = serde_json::from_value(pod(&ns, &format!("bench-{i}"), &image))?;
                 let sent = Instant::now();
-                let created = pods.create(&PostParams { dry_run: true, ..Default::default() }, &p).await?;
+                let created = pods
+                    .create(
+                        &PostParams {
+                            dry_run: true,
+                            ..Default::default()
+                        },
+                        &p,
+                    )
+                    .await?;
                 samples.push(sent.elapsed());
                 if i == 0 {
-                    images.push(created.spec.and_then(|s| s.containers[0].image.clone()).unwrap_or_default());
+                    images.push(
+                        created
+                            .spec
+                            .and_then(|s| s.containers[0].image.clone())
+                            .unwrap_or_default(),
+                    );
                 }
             }
             anyhow::Ok((samples, images))
@@ -191,7 +239,10 @@ async fn admission_latency() -> Result<()> {
     };
     let (hooked, hooked_images) = timed(apps.clone()).await?;
     let (plain, _) = timed(base.clone()).await?;
-    ensure!(hooked_images.first() == Some(&moved_to), "the API server's Pod: {hooked_images:?}, not {moved_to}");
+    ensure!(
+        hooked_images.first() == Some(&moved_to),
+        "the API server's Pod: {hooked_images:?}, not {moved_to}"
+    );
 
     let (d50, d99) = percentiles(direct);
     let (h50, h99) = percentiles(hooked);
@@ -203,11 +254,21 @@ async fn admission_latency() -> Result<()> {
          {:<52} {:>9.2} {:>9.2}\n\
          {:<52} {:>9.2} {:>9.2}\n\
          {:<52} {:>9.2} {:>9.2}",
-        "", "p50 ms", "p99 ms",
-        format!("webhook, direct ({requests} requests, TLS, keep-alive)"), d50, d99,
-        format!("API server dry-run create, with the webhook ({through})"), h50, h99,
-        format!("API server dry-run create, no webhook ({through}, reference)"), p50, p99,
-        "difference through the API server", h50 - p50, h99 - p99,
+        "",
+        "p50 ms",
+        "p99 ms",
+        format!("webhook, direct ({requests} requests, TLS, keep-alive)"),
+        d50,
+        d99,
+        format!("API server dry-run create, with the webhook ({through})"),
+        h50,
+        h99,
+        format!("API server dry-run create, no webhook ({through}, reference)"),
+        p50,
+        p99,
+        "difference through the API server",
+        h50 - p50,
+        h99 - p99,
     ));
     t.pass();
     Ok(())

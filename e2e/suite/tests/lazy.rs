@@ -651,14 +651,29 @@ async fn lazy_through_admission() -> Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _operator = t.operator_with(&[("POD_NAMESPACE", &home)], &args)?;
     ca_bundle(&t, &hook.name, SECS(60)).await?;
-    t.apply_in(&t.ns, "cases", json!({"images": [{"name": case, "image": source}]}))
-        .await?;
+    t.apply_in(
+        &t.ns,
+        "cases",
+        json!({"images": [{"name": case, "image": source}]}),
+    )
+    .await?;
     let o = t.wait_ready("cases", SECS(900)).await?;
     let deploy = check_counts(&o, case, &[("*", (1, 1, 0))])?;
     // The webhook's view follows the status within a second.
     tokio::time::sleep(SECS(2)).await;
-    let ran = check_image_as(&t, "admitted", &source, &deploy, &generated.files, Expect::Lazy).await?;
-    check_claims(o.status.as_ref().context("a status")?, &HashMap::from([(deploy, ran)]))?;
+    let ran = check_image_as(
+        &t,
+        "admitted",
+        &source,
+        &deploy,
+        &generated.files,
+        Expect::Lazy,
+    )
+    .await?;
+    check_claims(
+        o.status.as_ref().context("a status")?,
+        &HashMap::from([(deploy, ran)]),
+    )?;
     drop(hook);
     t.pass();
     Ok(())

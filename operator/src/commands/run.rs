@@ -338,7 +338,9 @@ fn webhook_options(
     let certs = match (&args.webhook_cert_secret, &args.webhook_cert_dir) {
         (Some(secret), _) => {
             let namespace = own_namespace.clone().ok_or_else(|| {
-                UsageError("--webhook-cert-secret needs $POD_NAMESPACE (the Secret's namespace)".into())
+                UsageError(
+                    "--webhook-cert-secret needs $POD_NAMESPACE (the Secret's namespace)".into(),
+                )
             })?;
             let configuration = args.webhook_configuration.clone().ok_or_else(|| {
                 UsageError(
@@ -351,8 +353,14 @@ fn webhook_options(
             let settings = Settings::new(
                 duration("--webhook-ca-validity", &args.webhook_ca_validity)?,
                 duration("--webhook-cert-validity", &args.webhook_cert_validity)?,
-                duration("--webhook-cert-renew-before", &args.webhook_cert_renew_before)?,
-                duration("--webhook-cert-check-interval", &args.webhook_cert_check_interval)?,
+                duration(
+                    "--webhook-cert-renew-before",
+                    &args.webhook_cert_renew_before,
+                )?,
+                duration(
+                    "--webhook-cert-check-interval",
+                    &args.webhook_cert_check_interval,
+                )?,
                 duration("--webhook-ca-publish-delay", &args.webhook_ca_publish_delay)?,
             )
             .map_err(|e| UsageError(format!("the webhook's certificate lifetimes: {e}")))?;

@@ -75,8 +75,13 @@ pub async fn start(ctx: Arc<Context>, options: WebhookOptions) -> Result<()> {
         .with_context(|| format!("binding the admission webhook to {}", options.listen))?;
     tracing::info!(listen = %options.listen, path = admission::PATH, "admission webhook listening");
     tokio::spawn(async move {
-        if let Err(e) =
-            tls::serve_tls(listener, cert, admission::router(state), std::future::pending()).await
+        if let Err(e) = tls::serve_tls(
+            listener,
+            cert,
+            admission::router(state),
+            std::future::pending(),
+        )
+        .await
         {
             tracing::error!(error = %e, "the admission webhook stopped");
         }
