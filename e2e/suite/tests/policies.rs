@@ -432,7 +432,9 @@ async fn cluster_policy_namespaces() -> Result<()> {
         images[2].0
     ));
     // The third namespace gains the label; no Pod changes, and the policy's interval (10m)
-    // is far: the namespace watch wakes the policy.
+    // is far: the namespace watch wakes the policy. First the last status writes of the
+    // settling children and policy pass, so that none of them wakes it instead.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let labelled = Instant::now();
     namespaces
         .patch(
@@ -441,6 +443,23 @@ async fn cluster_policy_namespaces() -> Result<()> {
             &Patch::Merge(json!({"metadata": {"labels": {"soci.dev/e2e-policy": suffix}}})),
         )
         .await?;
+    // Created at the next reconcile: within seconds when the label change wakes the policy;
+    // without the namespace watch, only when something else happens to (about a minute here).
+    let uid = policy.metadata.uid.clone().unwrap_or_default();
+    let created = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        async || {
+            let children = t.children_of(&t.ns, &uid).await.ok()?;
+            references(&children).contains(&images[2].1).then_some(())
+        },
+    )
+    .await;
+    ensure!(
+        created.is_some(),
+        "labelling {} made no child within 20 s",
+        images[2].0
+    );
     let all = set(&[&images[0].1, &images[1].1, &images[2].1]);
     t.wait_policy(
         &t.cluster_policies(),
