@@ -467,4 +467,102 @@ mod tests {
             assert!(error.0.starts_with(flag), "{}", error.0);
         }
     }
+
+    fn webhook_args(args: &[&str]) -> WebhookArgs {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            webhook: WebhookArgs,
+        }
+        use clap::Parser;
+        Wrapper::parse_from(std::iter::once("run").chain(args.iter().copied())).webhook
+    }
+
+    #[test]
+    fn webhook_flags_are_checked_at_start_up() {
+        assert!(webhook_options(&webhook_args(&[]), &[]).unwrap().is_none());
+        let files = webhook_options(
+            &webhook_args(&[
+                "--webhook-listen",
+                "127.0.0.1:9443",
+                "--webhook-cert-dir",
+                "/tls",
+            ]),
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(files.certs, CertSource::Files(_)));
+        assert!(
+            files
+                .excluded_namespaces
+                .contains(&"kube-system".to_string())
+        );
+        assert_eq!(files.tag_timeout, Duration::from_secs(1));
+        for (args, says) in [
+            (
+                &["--webhook-listen", "127.0.0.1:9443"][..],
+                "needs --webhook-cert-secret",
+            ),
+            (
+                &[
+                    "--webhook-listen",
+                    "127.0.0.1:9443",
+                    "--webhook-cert-dir",
+                    "/tls",
+                    "--webhook-tag-timeout",
+                    "30s",
+                ],
+                "at most 10s",
+            ),
+            (
+                &[
+                    "--webhook-listen",
+                    "127.0.0.1:9443",
+                    "--webhook-cert-dir",
+                    "/tls",
+                    "--webhook-tag-cache",
+                    "soon",
+                ],
+                "not a duration",
+            ),
+        ] {
+            let error = webhook_options(&webhook_args(args), &[])
+                .err()
+                .expect("refused");
+            assert!(error.0.contains(says), "{args:?}: {}", error.0);
+        }
+        // Operator-managed: bad lifetimes and no names are refused (POD_NAMESPACE may be unset
+        // here, which is refused too; each case checks its own words).
+        let managed = |extra: &[&str]| {
+            let mut args = vec![
+                "--webhook-listen",
+                "127.0.0.1:9443",
+                "--webhook-cert-secret",
+                "tls",
+                "--webhook-configuration",
+                "soci",
+            ];
+            args.extend_from_slice(extra);
+            webhook_options(&webhook_args(&args), &[])
+                .err()
+                .map(|e| e.0)
+        };
+        if lease_namespace().is_some() {
+            assert!(managed(&["--webhook-cert-ip", "127.0.0.1"]).is_none());
+            let no_names = managed(&[]).unwrap();
+            assert!(no_names.contains("names"), "{no_names}");
+            let short = managed(&[
+                "--webhook-cert-ip",
+                "127.0.0.1",
+                "--webhook-cert-validity",
+                "1h",
+            ])
+            .unwrap();
+            assert!(short.contains("lifetimes"), "{short}");
+        } else {
+            let unset = managed(&["--webhook-cert-ip", "127.0.0.1"]).unwrap();
+            assert!(unset.contains("POD_NAMESPACE"), "{unset}");
+        }
+    }
 }
