@@ -43,12 +43,17 @@ pub async fn install_webhook<'a>(
         let (namespace_rule, object_selector) = if which == "namespaces" {
             (
                 json!({"key": LABEL, "operator": "In", "values": ["enabled"]}),
-                json!({"matchExpressions": [{"key": LABEL, "operator": "NotIn", "values": ["disabled"]}]}),
+                json!({"matchExpressions": [
+                    {"key": LABEL, "operator": "NotIn", "values": ["disabled"]},
+                    {"key": "soci.dev/owner-uid", "operator": "DoesNotExist"},
+                ]}),
             )
         } else {
             (
                 json!({"key": LABEL, "operator": "NotIn", "values": ["enabled"]}),
-                json!({"matchLabels": {LABEL: "enabled"}}),
+                json!({"matchLabels": {LABEL: "enabled"}, "matchExpressions": [
+                    {"key": "soci.dev/owner-uid", "operator": "DoesNotExist"},
+                ]}),
             )
         };
         json!({

@@ -561,7 +561,7 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
 /// Sends the new events, remembering each one sent; stops at a full or closed channel.
 fn forward(shared: &Shared, parsed: payload::Parsed) -> Response {
     let metrics = &shared.metrics;
-    let mut seen = shared.seen.lock().unwrap();
+    let mut seen = crate::locks::lock(&shared.seen);
     let (mut forwarded, mut repeated) = (0usize, 0usize);
     for notification in parsed.notifications {
         if seen.contains(&notification.key) {
@@ -617,12 +617,12 @@ impl axum::serve::Listener for BoundedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let permit = match self.permits.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            // Only a closed semaphore fails, and nothing closes it; were it closed, taking no
+            // more connections is the safe answer.
+            Err(_) => std::future::pending().await,
+        };
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {

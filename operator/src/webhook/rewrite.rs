@@ -31,6 +31,8 @@ pub enum PodSkip {
     OptedOut,
     /// A static Pod's mirror: the kubelet runs the manifest on disk, not this object.
     MirrorPod,
+    /// One of the operator's own worker Pods.
+    OperatorPod,
 }
 
 /// Which list a container is in.
@@ -133,6 +135,9 @@ pub fn pod_skip(pod: &Pod, namespace: &str, excluded_namespaces: &[String]) -> O
         == Some("disabled")
     {
         return Some(PodSkip::OptedOut);
+    }
+    if labels.is_some_and(|l| l.contains_key(crate::controller::worker::OWNER_UID_LABEL)) {
+        return Some(PodSkip::OperatorPod);
     }
     let annotations = pod.metadata.annotations.as_ref();
     if annotations.is_some_and(|a| a.contains_key(MIRROR_POD_ANNOTATION)) {

@@ -255,6 +255,15 @@ fn excluded_namespaces_opted_out_and_mirror_pods_are_skipped() {
     p.metadata.annotations =
         Some([("kubernetes.io/config.mirror".to_string(), "x".to_string())].into());
     assert_eq!(pod_skip(&p, "team", &excluded), Some(PodSkip::MirrorPod));
+    p.metadata.annotations = None;
+    p.metadata.labels = Some(
+        [(
+            crate::controller::worker::OWNER_UID_LABEL.to_string(),
+            "uid".to_string(),
+        )]
+        .into(),
+    );
+    assert_eq!(pod_skip(&p, "team", &excluded), Some(PodSkip::OperatorPod));
 }
 
 #[test]
