@@ -132,16 +132,22 @@ pub fn parse_distribution(value: Value) -> Result<Parsed, PayloadError> {
     for (i, raw) in envelope.events.into_iter().enumerate() {
         let event: DistEvent =
             serde_json::from_value(raw).map_err(|e| bad(format!("events[{i}]: {e}")))?;
-        let is_manifest = event
-            .target
-            .as_ref()
-            .and_then(|t| t.media_type.as_deref())
-            .is_some_and(|m| MANIFEST_MEDIA_TYPES.contains(&media_type_essence(m)));
-        if event.action.as_deref() != Some("push") || !is_manifest {
-            parsed.ignored += 1;
-            continue;
-        }
-        let target = event.target.expect("checked above");
+        let is_push = event.action.as_deref() == Some("push");
+        let target = match event.target {
+            Some(target)
+                if is_push
+                    && target
+                        .media_type
+                        .as_deref()
+                        .is_some_and(|m| MANIFEST_MEDIA_TYPES.contains(&media_type_essence(m))) =>
+            {
+                target
+            }
+            _ => {
+                parsed.ignored += 1;
+                continue;
+            }
+        };
         let at = |msg: String| bad(format!("events[{i}]: {msg}"));
         let id = event
             .id
