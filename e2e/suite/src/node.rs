@@ -427,9 +427,30 @@ pub async fn forget(ctx: &Ctx, pod: &str, reference: &str, image: &NodeImage) ->
         let _ = run_cmd(crictl(ctx).args(["stopp", id]));
         let _ = run_cmd(crictl(ctx).args(["rmp", "-f", id]));
     }
-    let _ = run_cmd(crictl(ctx).args(["rmi", reference]));
+    remove_images(ctx, &[reference], image, Duration::from_secs(60)).await?;
+    // A late pull would bring the image back: check that it stays gone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(
+        run_cmd(crictl(ctx).args(["inspecti", reference])).is_err(),
+        "the image {reference} came back on the node"
+    );
+    Ok(())
+}
+
+/// Removes `references` from the node (`crictl rmi`) and waits, at most `timeout`, until none
+/// of `image`'s layer snapshots is left.
+pub async fn remove_images(
+    ctx: &Ctx,
+    references: &[&str],
+    image: &NodeImage,
+    timeout: Duration,
+) -> Result<()> {
+    for reference in references {
+        let _ = run_cmd(crictl(ctx).args(["rmi", reference]));
+    }
     let chains: Vec<&str> = image.layers.iter().map(|l| l.chain.as_str()).collect();
-    for _ in 0..60 {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
         let listed = run_cmd(
             Command::new(ctx.g.tool("ctr"))
                 .args(["--address", &ctx.g.containerd_address, "-n", "k8s.io"])
@@ -442,17 +463,13 @@ pub async fn forget(ctx: &Ctx, pod: &str, reference: &str, image: &NodeImage) ->
             .filter(|key| chains.contains(key))
             .count();
         if left == 0 {
-            // A late pull would bring the image back: check that it stays gone.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            ensure!(
-                run_cmd(crictl(ctx).args(["inspecti", reference])).is_err(),
-                "the image {reference} came back on the node"
-            );
             return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("the node still holds snapshots of {references:?} after {timeout:?}");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    bail!("the node still holds snapshots of {reference} after 60 s")
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@
 //! Sizes: SOCI_BENCH_REPLICAS (10), SOCI_BENCH_LAYERS (4), SOCI_BENCH_LAYER_MIB (64, per layer
 //! before compression; half noise, half text, as `e2e/pod-start-bench`).
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use soci_e2e::node::{self, LogMark, NodeImage};
+use soci_e2e::node::{self, LogMark};
 use soci_e2e::webhook::*;
 use soci_e2e::*;
 use std::path::PathBuf;
@@ -25,40 +25,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn crictl(t: &Ctx) -> Command {
-    let mut c = Command::new(t.g.tool("crictl"));
-    c.arg("-r")
-        .arg(format!("unix://{}", t.g.containerd_address));
-    c
-}
-
-/// Removes every reference from the node and waits until none of the image's layer snapshots
-/// is left, so that the next Pods pull again.
-async fn wipe(t: &Ctx, references: &[&str], image: &NodeImage) -> Result<()> {
-    for reference in references {
-        let _ = run_cmd(crictl(t).args(["rmi", reference]));
-    }
-    let chains: Vec<&str> = image.layers.iter().map(|l| l.chain.as_str()).collect();
-    for _ in 0..90 {
-        let listed = run_cmd(
-            Command::new(t.g.tool("ctr"))
-                .args(["--address", &t.g.containerd_address, "-n", "k8s.io"])
-                .args(["snapshots", "--snapshotter", "soci", "ls"]),
-        )
-        .unwrap_or_default();
-        let left = listed
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|key| chains.contains(key))
-            .count();
-        if left == 0 {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    bail!("the node still holds snapshots of {references:?} after 90 s")
 }
 
 struct Run {
@@ -237,10 +203,10 @@ async fn admission_scale() -> Result<()> {
 
     let mut runs = Vec::new();
     for (ns, mode) in [(&plain, "without the webhook"), (&lazy, "with the webhook")] {
-        wipe(&t, &[&source, &deploy], &image).await?;
+        node::remove_images(&t, &[&source, &deploy], &image, Duration::from_secs(90)).await?;
         runs.push(scale_up(&t, ns, &source, replicas, &blobs, mode).await?);
     }
-    wipe(&t, &[&source, &deploy], &image).await?;
+    node::remove_images(&t, &[&source, &deploy], &image, Duration::from_secs(90)).await?;
     ensure!(
         runs[0].image == source,
         "without the webhook the Pods ran {}",

@@ -64,7 +64,8 @@ async fn watch(
     changed: Arc<Notify>,
 ) {
     let mut relisting: Objects = HashMap::new();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut events =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
@@ -94,13 +95,6 @@ async fn watch(
         drop(maps);
         changed.notify_one();
     }
-}
-
-fn watcher(
-    api: Api<SociIndex>,
-    config: watcher::Config,
-) -> impl futures_util::Stream<Item = watcher::Result<Event<SociIndex>>> {
-    kube::runtime::watcher(api, config)
 }
 
 fn key(o: &SociIndex) -> (String, String) {
