@@ -992,6 +992,21 @@ impl Ctx {
 impl Drop for Ctx {
     fn drop(&mut self) {
         if !self.passed.load(Ordering::SeqCst) {
+            // A test that timed out on a broken node says so (its Pods never ran).
+            let node = self.kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} Ready={.status.conditions[?(@.type==\"Ready\")].status} taints={.spec.taints}{end}",
+            ]);
+            say(format!(
+                "--- {}: FAILED; node: {}",
+                self.name,
+                match node {
+                    Ok(state) => state,
+                    Err(e) => format!("{e:#}"),
+                }
+            ));
             for log in self.logs.lock().unwrap().iter() {
                 say(format!(
                     "--- {}: FAILED; operator log {} (last 60 lines):\n{}",
