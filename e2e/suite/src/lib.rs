@@ -999,14 +999,8 @@ impl Drop for Ctx {
                 "-o",
                 "jsonpath={range .items[*]}{.metadata.name} Ready={.status.conditions[?(@.type==\"Ready\")].status} taints={.spec.taints}{end}",
             ]);
-            say(format!(
-                "--- {}: FAILED; node: {}",
-                self.name,
-                match node {
-                    Ok(state) => state,
-                    Err(e) => format!("{e:#}"),
-                }
-            ));
+            let node = node.unwrap_or_else(|e| format!("{e:#}"));
+            say(format!("--- {}: FAILED; node: {node}", self.name));
             for log in self.logs.lock().unwrap().iter() {
                 say(format!(
                     "--- {}: FAILED; operator log {} (last 60 lines):\n{}",
