@@ -993,13 +993,11 @@ impl Drop for Ctx {
     fn drop(&mut self) {
         if !self.passed.load(Ordering::SeqCst) {
             // A test that timed out on a broken node says so (its Pods never ran).
-            let node = self.kubectl(&[
-                "get",
-                "nodes",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name} Ready={.status.conditions[?(@.type==\"Ready\")].status} taints={.spec.taints}{end}",
-            ]);
-            let node = node.unwrap_or_else(|e| format!("{e:#}"));
+            let node = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../proving-ground"))
+                .arg("node-usable")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_else(|e| format!("{e:#}"));
             say(format!("--- {}: FAILED; node: {node}", self.name));
             for log in self.logs.lock().unwrap().iter() {
                 say(format!(
